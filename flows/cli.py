@@ -1,0 +1,73 @@
+"""The `quantmill` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from quantmill.data import load_dataset
+from quantmill.errors import QuantmillError
+from quantmill.formats import TARGET_FORMATS
+from quantmill.inspection import inspect_model
+from quantmill.sources import resolve_model
+from quantmill.tracking import quantmill_home
+
+TASKS = ("classification", "embedding")
+EXIT_CODES = {"passed": 0, "failed": 1, "manual_review": 3}
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantmill", description="Quantize a model end to end, with evidence.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="quantize, evaluate, benchmark, record and gate one model")
+    run.add_argument("model", help="an ONNX file, a Hugging Face encoder directory, or models:/NAME/VERSION | models:/NAME@ALIAS")
+    run.add_argument("--task", choices=TASKS, required=True)
+    run.add_argument("--calibration-data", required=True, type=Path, help=".npz or .jsonl")
+    run.add_argument("--eval-data", required=True, type=Path, help=".npz or .jsonl")
+    run.add_argument("--target", default="cpu", choices=sorted(TARGET_FORMATS))
+    run.add_argument("--max-accuracy-drop", type=float, default=1.0, help="budget in metric points (default 1.0)")
+    run.add_argument("--out", type=Path, default=Path("out"), help="folder for report.json and artifacts")
+    run.add_argument("--no-register", action="store_true", help="record the MLflow run but register nothing")
+    run.add_argument("--alias", help="alias for a registered passing model (default: the target)")
+    run.add_argument("--benchmark-seconds", type=float, default=1.0, help="timed seconds per batch size")
+    return parser
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Check the model and both data files before any orchestration starts, so bad input
+    ends in one line naming the file. Raises QuantmillError."""
+    model = resolve_model(args.model, quantmill_home() / "work")
+    profile = inspect_model(model.onnx_path)
+    for path in (args.calibration_data, args.eval_data):
+        load_dataset(path, profile.inputs, model.tokenizer_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code: 0 passed, 1 failed, 3 manual review,
+    2 bad input."""
+    args = _parser().parse_args(argv)
+    try:
+        preflight(args)
+    except QuantmillError as err:
+        print(f"quantmill: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from flows.quantize_model import quantize_model
+
+    report = quantize_model(
+        model=args.model, task=args.task, calibration_data=str(args.calibration_data.resolve()),
+        eval_data=str(args.eval_data.resolve()), target=args.target, max_accuracy_drop=args.max_accuracy_drop,
+        out_dir=str(args.out), register=not args.no_register, alias=args.alias,
+        benchmark_seconds=args.benchmark_seconds,
+    )
+    from quantmill.report import render_summary
+
+    print(render_summary(report))
+    print(f"report: {(args.out / 'report.json').resolve()}")
+    return EXIT_CODES[report["gate"]["status"]]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

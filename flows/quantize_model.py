@@ -1,0 +1,102 @@
+"""The quantize-model flow: one model version through every stage, from resolution to gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from quantmill.attempts import Attempt
+from quantmill.calibration import FAIL, CalibrationPolicy
+from quantmill.escalation import calibration_steps, exclusion_steps, scans_sensitivity
+from quantmill.provenance import artifact_metadata
+from quantmill.report import build_report
+from quantmill.sensitivity import exclusion_sets
+from quantmill.tracking import quantmill_home
+from tasks.benchmark import benchmark_task
+from tasks.calibration import load_data_task, subsample_task, validate_calibration_task
+from tasks.evaluate import baseline_outputs_task, evaluate_task
+from tasks.export import export_task
+from tasks.gate import gate_task
+from tasks.quantize import quantize_task, sensitivity_task
+from tasks.record import record_task
+from tasks.resolve import inspect_task, resolve_model_task
+from tasks.select import hardware_task, select_formats_task
+
+TABLE_DIR = Path(__file__).resolve().parent.parent / "benchmark_tables"
+
+
+@flow(name="quantize-model")
+def quantize_model(
+    model: str,
+    task: str,
+    calibration_data: str,
+    eval_data: str,
+    target: str = "cpu",
+    max_accuracy_drop: float = 1.0,
+    out_dir: str = "out",
+    register: bool = True,
+    alias: str | None = None,
+    benchmark_seconds: float = 1.0,
+    table_dir: str = str(TABLE_DIR),
+) -> dict:
+    """Quantize model for target and return the report (also written to out_dir/report.json).
+
+    Stops before quantizing when the calibration data fails validation. Registers the chosen
+    artifact in MLflow only when the gate passes and register is set.
+    """
+    logger = get_run_logger()
+    out = Path(out_dir).resolve()
+    ref = resolve_model_task(model, quantmill_home() / "work")
+    profile = inspect_task(ref)
+    hardware = hardware_task()
+    candidates = select_formats_task(profile.family, target, max_accuracy_drop, Path(table_dir))
+    policy = CalibrationPolicy()
+    calibration = load_data_task(Path(calibration_data), profile, ref)
+    evaluation = load_data_task(Path(eval_data), profile, ref)
+    verdict = validate_calibration_task(calibration, evaluation, policy)
+    logger.info("calibration %s: %s", verdict.status, "; ".join(verdict.reasons) or "all checks passed")
+
+    attempts: list[Attempt] = []
+    scores: tuple = ()
+    baseline = None
+    if verdict.status != FAIL:
+        cache = quantmill_home() / "work" / ref.sha256[:16]
+        calib = subsample_task(calibration, policy)
+        outputs = baseline_outputs_task(ref.onnx_path, evaluation)
+        baseline = benchmark_task({"fp32": ref.onnx_path}, evaluation, benchmark_seconds)["fp32"]
+
+        def attempt(step) -> Attempt:
+            index = len(attempts) + 1
+            logger.info("attempt %d: %s (%s)", index, step.options.describe(), step.reason)
+            quantized = quantize_task(ref.onnx_path, cache / f"attempt-{index}.onnx", step.options, calib, cache)
+            result = evaluate_task(quantized, evaluation, outputs, task)
+            artifact = export_task(
+                quantized, out / "attempts" / f"{index:02d}-{step.options.format}",
+                artifact_metadata(step.options, ref.uri, ref.sha256, ref.version, calib.sha256),
+            )
+            bench = benchmark_task({"quantized": artifact.path}, evaluation, benchmark_seconds)["quantized"]
+            made = Attempt(index, step.options, step.reason, artifact, result, bench)
+            attempts.append(made)
+            return made
+
+        def run_until_within(steps) -> bool:
+            return any(attempt(step).evaluation.accuracy_drop <= max_accuracy_drop for step in steps)
+
+        for candidate in candidates:
+            if run_until_within(calibration_steps(candidate.format, candidate.reason, not hardware.has_vnni())):
+                break
+            if scans_sensitivity(candidate.format):
+                tried = [a for a in attempts if a.format == candidate.format]
+                best = min(tried, key=lambda a: a.evaluation.accuracy_drop).options
+                scores = sensitivity_task(ref.onnx_path, best, calib, evaluation, outputs, task, cache)
+                if run_until_within(exclusion_steps(best, exclusion_sets(scores))):
+                    break
+
+    gate = gate_task(verdict, tuple(attempts), baseline, max_accuracy_drop, hardware.describe())
+    report = build_report(
+        model=ref, profile=profile, task=task, target=target, max_accuracy_drop=max_accuracy_drop,
+        hardware=hardware, candidates=candidates, calibration=verdict, calibration_data=calibration,
+        evaluation_data=evaluation, baseline=baseline, attempts=tuple(attempts), sensitivity=scores, gate=gate,
+    )
+    return record_task(report, out, register, alias or target)

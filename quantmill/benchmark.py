@@ -1,0 +1,124 @@
+"""The benchmark harness: each model is loaded and timed in a fresh Python process, so load
+time and peak memory belong to that model alone. The FP32 baseline is measured in the same
+run with the same runtime, inputs and thread count.
+
+Run as `python -m quantmill.benchmark MODEL FEEDS.npz BATCHES SECONDS` it prints one JSON
+object with the measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from quantmill.data import Dataset
+
+BATCH_SIZES = (1, 32)
+MIN_ITERATIONS = 10
+MAX_ITERATIONS = 500
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """Measured on one model: load and cold first-inference time (ms), warm latency
+    percentiles per batch size (ms), throughput per batch size (samples/s), the worker's
+    peak resident memory and its growth over the pre-load baseline (bytes), file size."""
+
+    load_ms: float
+    cold_ms: float
+    latency_ms: dict[str, dict[str, float]]
+    throughput: dict[str, float]
+    peak_rss_bytes: int
+    peak_rss_delta_bytes: int
+    size_bytes: int
+    iterations: dict[str, int]
+
+
+def benchmark_models(models: dict[str, Path], data: Dataset, seconds_per_batch: float = 2.0) -> dict[str, Benchmark]:
+    """Return a Benchmark for each labelled model, timed one after another on the same feeds.
+
+    Raises RuntimeError with the worker's last error line if a worker fails.
+    """
+    with tempfile.TemporaryDirectory(prefix="quantmill-bench-") as scratch:
+        feeds = Path(scratch) / "feeds.npz"
+        np.savez(feeds, **_feeds(data, max(BATCH_SIZES)))
+        return {label: _run_worker(path, feeds, seconds_per_batch) for label, path in models.items()}
+
+
+def _feeds(data: Dataset, size: int) -> dict[str, np.ndarray]:
+    index = np.resize(np.arange(len(data)), size)
+    return next(data.take(index).batches(size))
+
+
+def _run_worker(model: Path, feeds: Path, seconds: float) -> Benchmark:
+    command = [sys.executable, "-m", "quantmill.benchmark", str(model), str(feeds), ",".join(map(str, BATCH_SIZES)), str(seconds)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"benchmark of {model} failed: {last}")
+    return Benchmark(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _measure(model: Path, feeds: dict[str, np.ndarray], batches: tuple[int, ...], seconds: float) -> dict:
+    import onnxruntime as ort
+
+    baseline_rss = _peak_rss()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.log_severity_level = 3
+    start = time.perf_counter()
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    load_ms = 1e3 * (time.perf_counter() - start)
+    first = {k: v[:1] for k, v in feeds.items()}
+    start = time.perf_counter()
+    session.run(None, first)
+    cold_ms = 1e3 * (time.perf_counter() - start)
+    latency, throughput, iterations = {}, {}, {}
+    for batch in batches:
+        feed = {k: v[:batch] for k, v in feeds.items()}
+        for _ in range(3):
+            session.run(None, feed)
+        times = []
+        deadline = time.perf_counter() + seconds
+        while len(times) < MAX_ITERATIONS and (len(times) < MIN_ITERATIONS or time.perf_counter() < deadline):
+            start = time.perf_counter()
+            session.run(None, feed)
+            times.append(time.perf_counter() - start)
+        ms = 1e3 * np.asarray(times)
+        latency[str(batch)] = {f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)}
+        throughput[str(batch)] = float(batch * len(times) / sum(times))
+        iterations[str(batch)] = len(times)
+    peak = _peak_rss()
+    return {
+        "load_ms": load_ms, "cold_ms": cold_ms, "latency_ms": latency, "throughput": throughput,
+        "peak_rss_bytes": peak, "peak_rss_delta_bytes": peak - baseline_rss,
+        "size_bytes": model.stat().st_size, "iterations": iterations,
+    }
+
+
+def main(argv: list[str]) -> int:
+    """Worker entry point: measure one model and print the JSON result; return the exit code."""
+    model, feeds_path, batches, seconds = Path(argv[0]), Path(argv[1]), argv[2], float(argv[3])
+    with np.load(feeds_path, allow_pickle=False) as archive:
+        feeds = {name: archive[name] for name in archive.files}
+    result = _measure(model, feeds, tuple(int(b) for b in batches.split(",")), seconds)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

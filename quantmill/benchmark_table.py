@@ -1,0 +1,59 @@
+"""The measured benchmark table that format selection reads: CSV rows of
+model family x hardware x format -> accuracy drop, compression, speedup."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from quantmill.errors import InputError
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One measured row. accuracy_drop in metric points; compression = FP32 size / size;
+    speedup = throughput / FP32 throughput at batch 32; source says where it was measured."""
+
+    family: str
+    hardware: str
+    format: str
+    accuracy_drop: float
+    compression: float
+    speedup: float
+    n_measurements: int
+    source: str
+
+
+COLUMNS = tuple(f.name for f in fields(TableRow))
+
+
+def load_table(directory: Path) -> tuple[TableRow, ...]:
+    """Return every row of every *.csv in directory. Raises InputError for a malformed file."""
+    rows: list[TableRow] = []
+    for path in sorted(directory.glob("*.csv")):
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            if tuple(reader.fieldnames or ()) != COLUMNS:
+                raise InputError(path, f"columns {reader.fieldnames} differ from {list(COLUMNS)}")
+            for number, raw in enumerate(reader, 2):
+                try:
+                    rows.append(TableRow(
+                        raw["family"], raw["hardware"], raw["format"], float(raw["accuracy_drop"]),
+                        float(raw["compression"]), float(raw["speedup"]), int(raw["n_measurements"]),
+                        raw["source"],
+                    ))
+                except ValueError as err:
+                    raise InputError(path, f"line {number}: {err}") from None
+    return tuple(rows)
+
+
+def append_rows(path: Path, rows: tuple[TableRow, ...]) -> None:
+    """Append rows to the CSV at path, writing the header when the file is new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerows(asdict(row) for row in rows)

@@ -1,0 +1,159 @@
+"""Calibration and evaluation data: .npz arrays named after the model's inputs (plus
+`labels`), or .jsonl lines with a `text` field (and optionally an integer `label`) tokenized by the model's own tokenizer.
+Each data set is identified by the sha256 of its file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from quantmill.errors import InputError
+from quantmill.hashing import sha256_file
+from quantmill.inspection import TensorSpec
+
+LABELS = "labels"
+TEXT_LABEL = "label"
+MAX_TOKENS = 128
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Samples ready to feed a model: arrays keyed by input name, first axis = sample.
+
+    labels: class labels for classification, else None; sha256: of the source file.
+    """
+
+    path: Path
+    sha256: str
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+    texts: tuple[str, ...] = field(default=())
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def take(self, index: np.ndarray) -> Dataset:
+        """Return the samples at index, keeping this data set's identity."""
+        labels = None if self.labels is None else self.labels[index]
+        texts = tuple(self.texts[i] for i in index) if self.texts else ()
+        return Dataset(self.path, self.sha256, {k: v[index] for k, v in self.inputs.items()}, labels, texts)
+
+    def batches(self, batch_size: int, trim: bool = True) -> Iterator[dict[str, np.ndarray]]:
+        """Yield feeds of at most batch_size samples; with trim, drop the padding columns
+        that no sample of the batch uses."""
+        for start in range(0, len(self), batch_size):
+            feed = {k: v[start:start + batch_size] for k, v in self.inputs.items()}
+            mask = feed.get("attention_mask")
+            if trim and mask is not None:
+                width = max(int(mask.sum(axis=1).max()), 1)
+                feed = {k: v[:, :width] for k, v in feed.items()}
+            yield feed
+
+
+def load_dataset(path: Path, inputs: tuple[TensorSpec, ...], tokenizer_dir: Path | None) -> Dataset:
+    """Return the data set at path shaped for a model with these inputs.
+
+    Raises InputError naming path when the file is missing, of an unknown kind, empty,
+    holds NaN or inf, or its names, shapes or dtypes do not match the model's inputs.
+    """
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    if path.suffix == ".npz":
+        dataset = _load_npz(path, inputs)
+    elif path.suffix == ".jsonl":
+        dataset = _load_jsonl(path, inputs, tokenizer_dir)
+    else:
+        raise InputError(path, f"unsupported data format {path.suffix!r} (expected .npz or .jsonl)")
+    return dataset
+
+
+def _load_npz(path: Path, inputs: tuple[TensorSpec, ...]) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(path, f"not a readable .npz archive ({str(err).splitlines()[0]})") from None
+    found = ", ".join(sorted(arrays)) or "none"
+    feeds = {}
+    for spec in inputs:
+        if spec.name not in arrays:
+            raise InputError(path, f"no array named {spec.name!r} for model input {spec.name!r} (arrays: {found})")
+        feeds[spec.name] = _conform(path, spec, arrays[spec.name])
+    counts = {len(a) for a in feeds.values()}
+    if len(counts) > 1:
+        raise InputError(path, f"inputs have different sample counts {sorted(counts)}")
+    labels = arrays.get(LABELS)
+    if labels is not None:
+        if labels.ndim != 1 or len(labels) != len(next(iter(feeds.values()))):
+            raise InputError(path, f"'labels' has shape {labels.shape}; expected one label per sample")
+        labels = labels.astype(np.int64)
+    return Dataset(path, sha256_file(path), feeds, labels)
+
+
+def _conform(path: Path, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+    if array.ndim != len(spec.shape):
+        raise InputError(
+            path, f"array {spec.name!r} has shape {array.shape}; model input {spec.name!r} "
+            f"expects {_shape_text(spec.shape)}"
+        )
+    for axis, (have, want) in enumerate(zip(array.shape, spec.shape)):
+        if want is not None and axis > 0 and have != want:
+            raise InputError(
+                path, f"array {spec.name!r} has shape {array.shape}; model input {spec.name!r} "
+                f"expects {_shape_text(spec.shape)}"
+            )
+    if len(array) == 0:
+        raise InputError(path, f"array {spec.name!r} is empty (0 samples)")
+    want = np.dtype(spec.dtype)
+    if array.dtype.kind not in "fiub" or (want.kind in "iu" and array.dtype.kind == "f"):
+        raise InputError(path, f"array {spec.name!r} has dtype {array.dtype}; model input expects {want}")
+    if array.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            raise InputError(path, f"array {spec.name!r} contains {bad} NaN or inf value(s)")
+    return np.ascontiguousarray(array, dtype=want)
+
+
+def _shape_text(shape: tuple[int | None, ...]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def _load_jsonl(path: Path, inputs: tuple[TensorSpec, ...], tokenizer_dir: Path | None) -> Dataset:
+    if tokenizer_dir is None:
+        raise InputError(path, "text data needs a model with a tokenizer; this model has none")
+    texts, labels = [], []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(path, f"line {number} is not JSON ({err.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise InputError(path, f"line {number} has no string field 'text'")
+            texts.append(record["text"])
+            if TEXT_LABEL in record:
+                labels.append(int(record[TEXT_LABEL]))
+    if not texts:
+        raise InputError(path, "empty: no lines with a 'text' field")
+    encoded = _tokenize(texts, tokenizer_dir)
+    feeds = {}
+    for spec in inputs:
+        if spec.name not in encoded:
+            raise InputError(path, f"the tokenizer produces no {spec.name!r}, which the model needs")
+        feeds[spec.name] = encoded[spec.name].astype(np.dtype(spec.dtype))
+    label_array = np.asarray(labels, dtype=np.int64) if len(labels) == len(texts) else None
+    return Dataset(path, sha256_file(path), feeds, label_array, tuple(texts))
+
+
+def _tokenize(texts: list[str], tokenizer_dir: Path) -> dict[str, np.ndarray]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
+    encoded = tokenizer(texts, padding="longest", truncation=True, max_length=MAX_TOKENS, return_tensors="np")
+    return {name: np.asarray(value) for name, value in encoded.items()}

@@ -1,0 +1,95 @@
+"""Export a Hugging Face encoder directory to an ONNX graph that returns sentence embeddings.
+
+Pooling is part of the graph so that FP32 and quantized models are compared on the vector a
+user deploys, not on hidden states.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from quantmill.errors import InputError
+
+OPSET = 17
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class _Pooled(torch.nn.Module):
+    def __init__(self, encoder: torch.nn.Module, mode: str, normalize: bool) -> None:
+        super().__init__()
+        self.encoder, self.mode, self.normalize = encoder, mode, normalize
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        if self.mode == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+
+def read_pooling(path: Path) -> tuple[str, bool]:
+    """Return (pooling mode, normalize) from a sentence-transformers layout in path.
+
+    Directories without one get mean pooling without normalization. Raises InputError for
+    a pooling mode other than mean or cls.
+    """
+    mode, normalize = "mean", False
+    modules = path / "modules.json"
+    if modules.is_file():
+        entries = json.loads(modules.read_text())
+        normalize = any(e.get("type", "").endswith("Normalize") for e in entries)
+        for entry in entries:
+            if entry.get("type", "").endswith("Pooling"):
+                config = json.loads((path / entry["path"] / "config.json").read_text())
+                modes = [k for k, v in config.items() if k.startswith("pooling_mode_") and v]
+                mode = modes[0].removeprefix("pooling_mode_").removesuffix("_tokens") if modes else "mean"
+    if mode not in {"mean", "cls"}:
+        raise InputError(path, f"pooling mode {mode!r} is not supported (mean or cls)")
+    return mode, normalize
+
+
+def export_encoder(model_dir: Path, onnx_path: Path) -> Path:
+    """Write model_dir's encoder with its pooling as ONNX to onnx_path (atomically); return it.
+
+    Raises InputError when transformers cannot load the directory from safetensors.
+    """
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+        encoder = AutoModel.from_pretrained(
+            model_dir, config=config, use_safetensors=True, trust_remote_code=False,
+            attn_implementation="eager",
+        )
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(model_dir, f"transformers cannot load it: {str(err).splitlines()[0]}") from None
+    mode, normalize = read_pooling(model_dir)
+    wrapped = _Pooled(encoder, mode, normalize).eval()
+    example = (torch.ones(2, 8, dtype=torch.long),) * 2 + (torch.zeros(2, 8, dtype=torch.long),)
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=onnx_path.parent)
+    os.close(fd)
+    try:
+        # The TorchScript exporter gives the plain MatMul/Add graph that ONNX Runtime's
+        # quantizer and transformer fusions are written for.
+        with torch.no_grad():
+            torch.onnx.export(
+                wrapped, example, tmp, dynamo=False, opset_version=OPSET,
+                input_names=list(INPUT_NAMES), output_names=["sentence_embedding"],
+                dynamic_axes=axes | {"sentence_embedding": {0: "batch"}},
+            )
+        os.replace(tmp, onnx_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return onnx_path

@@ -1,0 +1,64 @@
+"""Publish a quantized ONNX model: the model, a metadata JSON beside it and its sha256,
+written to a temporary folder and moved into place whole."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from quantmill.hashing import sha256_file
+
+MODEL_FILE = "model.onnx"
+METADATA_FILE = "metadata.json"
+CHECKSUM_FILE = "model.onnx.sha256"
+
+
+@dataclass(frozen=True)
+class ExportedArtifact:
+    """A published artifact: its folder, model file, sha256 and size in bytes."""
+
+    directory: Path
+    path: Path
+    sha256: str
+    size_bytes: int
+
+
+def export_onnx(model: Path, destination: Path, metadata: dict) -> ExportedArtifact:
+    """Publish model into the folder destination with metadata.json and model.onnx.sha256.
+
+    An existing destination is replaced only once the new folder is complete, so readers
+    see the old artifact or the new one, never a mix. Raises OSError on I/O failure.
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        target = staging / MODEL_FILE
+        shutil.copyfile(model, target)
+        digest = sha256_file(target)
+        size = target.stat().st_size
+        full = {**metadata, "file": MODEL_FILE, "sha256": digest, "size_bytes": size}
+        (staging / METADATA_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+        (staging / CHECKSUM_FILE).write_text(f"{digest}  {MODEL_FILE}\n")
+        _fsync_dir(staging)
+        if destination.exists():
+            retired = destination.with_name(f".{destination.name}.old")
+            shutil.rmtree(retired, ignore_errors=True)
+            os.replace(destination, retired)
+            os.replace(staging, destination)
+            shutil.rmtree(retired)
+        else:
+            os.replace(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportedArtifact(destination, destination / MODEL_FILE, digest, size)
+
+
+def _fsync_dir(directory: Path) -> None:
+    for item in directory.iterdir():
+        with open(item, "rb") as handle:
+            os.fsync(handle.fileno())

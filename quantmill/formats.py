@@ -1,0 +1,92 @@
+"""The formats quantmill can produce, and which to try first for a model on a target."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from quantmill.benchmark_table import TableRow
+from quantmill.errors import QuantmillError
+
+
+@dataclass(frozen=True)
+class Format:
+    """A deployable format: its runtime, and whether it needs calibration data."""
+
+    name: str
+    runtime: str
+    scheme: str
+    calibrated: bool
+
+
+FORMATS = {
+    f.name: f for f in (
+        Format("onnx-int8-static", "onnxruntime", "INT8 QDQ, per-channel weights, calibrated activations", True),
+        Format("onnx-int8-dynamic", "onnxruntime", "INT8 weights, activations quantized at run time", False),
+        Format("onnx-fp16", "onnxruntime", "FP16 weights and compute, FP32 inputs and outputs", False),
+    )
+}
+TARGET_FORMATS = {"cpu": ("onnx-int8-static", "onnx-int8-dynamic", "onnx-fp16")}
+# With nothing measured, the formats whose accuracy does not hang on calibration come first.
+CONSERVATIVE = ("onnx-int8-dynamic", "onnx-fp16")
+FALLBACK = "onnx-fp16"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A format to try, in order, with the sentence that says why."""
+
+    format: str
+    reason: str
+
+
+def select_formats(
+    family: str, target: str, max_accuracy_drop: float, table: tuple[TableRow, ...]
+) -> tuple[Candidate, ...]:
+    """Return the ordered candidates for family on target within max_accuracy_drop points.
+
+    Measured formats within budget come first, fastest first; measured formats over budget
+    follow (escalation may bring them in); FP16 closes the list. Raises QuantmillError for a
+    target no format runs on here.
+    """
+    if target not in TARGET_FORMATS:
+        raise QuantmillError(f"unknown target {target!r}; known here: {', '.join(TARGET_FORMATS)}")
+    offered = TARGET_FORMATS[target]
+    measured = _aggregate(r for r in table if r.family == family and r.hardware == target and r.format in offered)
+    if not measured:
+        return tuple(
+            Candidate(name, f"no measured rows for {family} on {target}: conservative choice "
+                            f"({'no calibration risk' if name != FALLBACK else 'last resort'})")
+            for name in CONSERVATIVE
+        )
+    within = sorted((r for r in measured if r.accuracy_drop <= max_accuracy_drop), key=lambda r: -r.speedup)
+    over = sorted((r for r in measured if r.accuracy_drop > max_accuracy_drop), key=lambda r: r.accuracy_drop)
+    candidates = [Candidate(r.format, _why(r, max_accuracy_drop, True)) for r in within]
+    candidates += [Candidate(r.format, _why(r, max_accuracy_drop, False)) for r in over]
+    if FALLBACK not in {c.format for c in candidates}:
+        candidates.append(Candidate(FALLBACK, f"not measured for {family} on {target}; last resort"))
+    return tuple(candidates)
+
+
+def _why(row: TableRow, budget: float, within: bool) -> str:
+    verdict = f"within the {budget:g}-point budget" if within else f"over the {budget:g}-point budget, tried after those within"
+    return (
+        f"measured drop {row.accuracy_drop:.2f} pts {verdict}; {row.speedup:.2f}x throughput, "
+        f"{row.compression:.2f}x smaller over {row.n_measurements} run(s) ({row.source})"
+    )
+
+
+def _aggregate(rows) -> list[TableRow]:
+    groups: dict[tuple[str, str, str], list[TableRow]] = defaultdict(list)
+    for row in rows:
+        groups[(row.family, row.hardware, row.format)].append(row)
+    merged = []
+    for (family, hardware, name), group in groups.items():
+        n = sum(r.n_measurements for r in group)
+
+        def mean(attr: str) -> float:
+            return sum(getattr(r, attr) * r.n_measurements for r in group) / n
+
+        sources = "; ".join(sorted({r.source for r in group}))
+        merged.append(TableRow(family, hardware, name, mean("accuracy_drop"), mean("compression"), mean("speedup"), n, sources))
+    return merged

@@ -1,0 +1,136 @@
+"""report.json and the summary table printed after a run. The README documents every field."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from quantmill import __version__
+from quantmill.attempts import Attempt
+from quantmill.benchmark import Benchmark
+from quantmill.calibration import CalibrationVerdict
+from quantmill.data import Dataset
+from quantmill.formats import Candidate
+from quantmill.gate import GateDecision
+from quantmill.hardware import Hardware
+from quantmill.inspection import ModelProfile
+from quantmill.sensitivity import GroupScore
+from quantmill.sources import ModelRef
+
+REPORT_FILE = "report.json"
+
+
+def build_report(
+    *, model: ModelRef, profile: ModelProfile, task: str, target: str, max_accuracy_drop: float,
+    hardware: Hardware, candidates: tuple[Candidate, ...], calibration: CalibrationVerdict,
+    calibration_data: Dataset, evaluation_data: Dataset, baseline: Benchmark | None,
+    attempts: tuple[Attempt, ...], sensitivity: tuple[GroupScore, ...], gate: GateDecision,
+) -> dict:
+    """Return the report as a JSON-ready dict."""
+    return {
+        "quantmill_version": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "task": task,
+        "target": target,
+        "max_accuracy_drop": max_accuracy_drop,
+        "hardware": {**asdict(hardware), "description": hardware.describe()},
+        "model": {
+            "uri": model.uri, "name": model.name, "version": model.version, "sha256": model.sha256,
+            "source_format": model.source_format, "onnx_path": str(model.onnx_path),
+            "family": profile.family, "parameters": profile.parameters, "size_bytes": profile.size_bytes,
+            "op_counts": profile.op_counts,
+        },
+        "candidates": [asdict(c) for c in candidates],
+        "calibration": {"path": str(calibration_data.path), **asdict(calibration)},
+        "evaluation_data": {
+            "path": str(evaluation_data.path), "sha256": evaluation_data.sha256, "samples": len(evaluation_data),
+        },
+        "baseline": {"format": "onnx-fp32", "benchmark": None if baseline is None else asdict(baseline)},
+        "attempts": [_attempt(a, baseline, max_accuracy_drop) for a in attempts],
+        "sensitivity": [asdict(s) for s in sensitivity],
+        "gate": asdict(gate),
+        "mlflow": None,
+    }
+
+
+def _attempt(attempt: Attempt, baseline: Benchmark | None, budget: float) -> dict:
+    ev, bench = attempt.evaluation, attempt.benchmark
+    speedup = None
+    if bench is not None and baseline is not None:
+        speedup = {b: bench.throughput[b] / baseline.throughput[b] for b in bench.throughput}
+    return {
+        "index": attempt.index,
+        "format": attempt.format,
+        "description": attempt.options.describe(),
+        "options": asdict(attempt.options),
+        "reason": attempt.reason,
+        "path": str(attempt.artifact.path),
+        "sha256": attempt.artifact.sha256,
+        "size_bytes": attempt.artifact.size_bytes,
+        "metric_name": ev.metric_name,
+        "baseline_metric": ev.baseline_metric,
+        "quantized_metric": ev.quantized_metric,
+        "accuracy_drop": ev.accuracy_drop,
+        "within_budget": ev.accuracy_drop <= budget,
+        "secondary_metrics": ev.secondary,
+        "per_slice": ev.per_slice,
+        "worst_disagreements": list(ev.worst),
+        "benchmark": None if bench is None else asdict(bench),
+        "throughput_ratio_vs_fp32": speedup,
+        "size_ratio_vs_fp32": None if baseline is None else attempt.artifact.size_bytes / baseline.size_bytes,
+    }
+
+
+def write_report(report: dict, out_dir: Path) -> Path:
+    """Write report as out_dir/report.json atomically and return its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / REPORT_FILE
+    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".json", dir=out_dir)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(report, handle, indent=2, default=str)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def render_summary(report: dict) -> str:
+    """Return a plain-text summary: model, calibration verdict, one row per attempt, gate."""
+    model, cal, gate = report["model"], report["calibration"], report["gate"]
+    lines = [
+        f"model     {model['name']} v{model['version'] or '-'}  {model['family']}, {model['parameters']:,} params, sha256 {model['sha256'][:12]}",
+        f"hardware  {report['hardware']['description']}",
+        f"calib     {cal['status']}: {cal['n_samples']} samples, KS D={cal['ks_statistic']:.3f} "
+        f"p={cal['ks_pvalue']:.3g} ({cal['features_drifted']}/{cal['features_tested']} drifted), "
+        f"{cal['in_range_fraction']:.2%} of eval values in range",
+    ]
+    baseline = report["baseline"]["benchmark"]
+    header = f"{'#':>2}  {'attempt':<46} {'metric':>8} {'drop':>6} {'size MB':>8} {'thr b1':>8} {'thr b32':>8} {'x b32':>6}"
+    lines += ["", header, "-" * len(header)]
+    if baseline is not None:
+        first = report["attempts"][0] if report["attempts"] else None
+        metric = f"{first['baseline_metric']:.2f}" if first else "-"
+        lines.append(
+            f"{'-':>2}  {'onnx-fp32 (baseline)':<46} {metric:>8} {'':>6} {baseline['size_bytes'] / 1e6:>8.2f} "
+            f"{baseline['throughput']['1']:>8.1f} {baseline['throughput']['32']:>8.1f} {'1.00':>6}"
+        )
+    for a in report["attempts"]:
+        bench = a["benchmark"]
+        thr1 = f"{bench['throughput']['1']:.1f}" if bench else "-"
+        thr32 = f"{bench['throughput']['32']:.1f}" if bench else "-"
+        ratio = f"{a['throughput_ratio_vs_fp32']['32']:.2f}" if a["throughput_ratio_vs_fp32"] else "-"
+        mark = "*" if a["index"] == gate["chosen_attempt"] else " "
+        lines.append(
+            f"{a['index']:>2}{mark} {a['description'][:46]:<46} {a['quantized_metric']:>8.2f} {a['accuracy_drop']:>6.2f} "
+            f"{a['size_bytes'] / 1e6:>8.2f} {thr1:>8} {thr32:>8} {ratio:>6}"
+        )
+    if report["attempts"]:
+        lines.append(f"metric: {report['attempts'][0]['metric_name']} (%); throughput in samples/s; * = chosen")
+    lines += ["", f"gate      {gate['status'].upper()}"] + [f"          - {r}" for r in gate["reasons"]]
+    if report.get("mlflow"):
+        m = report["mlflow"]
+        lines.append(f"mlflow    run {m['run_id']}" + (f", registered {m['registered_model']} v{m['version']} @{m['alias']}" if m.get("version") else ""))
+    return "\n".join(lines)

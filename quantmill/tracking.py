@@ -1,0 +1,151 @@
+"""MLflow: where runs and registered models live, reading registered models, recording a
+run's evidence, and registering a model that passed its gate."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from quantmill.errors import InputError
+
+EXPERIMENT = "quantmill"
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A registered quantized model: its MLflow run, registered name, version and alias."""
+
+    run_id: str
+    registered_model: str | None
+    version: str | None
+    alias: str | None
+
+
+def quantmill_home() -> Path:
+    """Return the project-local state folder: $QUANTMILL_HOME, else ./.quantmill."""
+    return Path(os.environ.get("QUANTMILL_HOME", ".quantmill")).resolve()
+
+
+def tracking_uri() -> str:
+    """Return $MLFLOW_TRACKING_URI, else a SQLite store under quantmill_home()."""
+    home = quantmill_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+
+
+def client():
+    """Return an MlflowClient on tracking_uri(), with the experiment's artifacts kept under
+    quantmill_home() when the store is the local default."""
+    # Nothing here may phone home: the machines this runs on often have no route out.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        location = None if os.environ.get("MLFLOW_TRACKING_URI") else (quantmill_home() / "mlartifacts").as_uri()
+        mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+    mlflow.set_experiment(EXPERIMENT)
+    return MlflowClient(uri, registry_uri=uri)
+
+
+def download_registered_model(uri: str, dest: Path) -> tuple[Path, str, str]:
+    """Download the registered model named by uri (models:/NAME/VERSION or models:/NAME@ALIAS)
+    into dest; return (local folder, name, version). Raises InputError if it does not exist."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    match = _URI.match(uri)
+    if not match:
+        raise InputError(uri, "not a model URI of the form models:/NAME/VERSION or models:/NAME@ALIAS")
+    registry = client()
+    name = match["name"]
+    try:
+        version = (
+            registry.get_model_version(name, match["version"]) if match["version"]
+            else registry.get_model_version_by_alias(name, match["alias"])
+        )
+    except MlflowException as err:
+        raise InputError(uri, f"not in the MLflow registry at {tracking_uri()} ({err.message.splitlines()[0]})") from None
+    local = dest / f"{name}-v{version.version}"
+    if not (local / "MLmodel").exists():
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}", dst_path=str(local))
+    return local, name, str(version.version)
+
+
+def record_run(report: dict, report_path: Path, artifact_dir: Path | None, register_as: str | None, alias: str | None) -> Registration:
+    """Log report's params, metrics and files as one MLflow run; when register_as is given,
+    register the artifact in artifact_dir as a new version of that model with tags and the
+    alias. Returns what was recorded. MLflow's errors pass through."""
+    import mlflow
+
+    registry = client()
+    model = report["model"]
+    run_name = f"{model['name']}-v{model['version'] or 'file'}"
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.log_params(_params(report))
+        mlflow.log_metrics(_metrics(report))
+        mlflow.set_tags({
+            "quantmill.gate": report["gate"]["status"], "quantmill.source_sha256": model["sha256"],
+            "quantmill.source_model": model["name"], "quantmill.source_version": str(model["version"]),
+        })
+        mlflow.log_artifact(str(report_path))
+        if artifact_dir is not None:
+            mlflow.log_artifacts(str(artifact_dir), artifact_path="chosen_artifact")
+        if register_as is None:
+            return Registration(run.info.run_id, None, None, None)
+        chosen = next(a for a in report["attempts"] if a["index"] == report["gate"]["chosen_attempt"])
+        import onnx
+
+        info = mlflow.onnx.log_model(
+            onnx_model=onnx.load(chosen["path"]), name="quantized_model", registered_model_name=register_as,
+            save_as_external_data=False,
+        )
+    version = str(info.registered_model_version)
+    for key, value in {
+        "source_model": model["name"], "source_version": str(model["version"]), "source_sha256": model["sha256"],
+        "format": chosen["format"], "gate_status": report["gate"]["status"],
+        "accuracy_drop": f"{chosen['accuracy_drop']:.4f}", "artifact_sha256": chosen["sha256"],
+    }.items():
+        registry.set_model_version_tag(register_as, version, key, value)
+    if alias:
+        registry.set_registered_model_alias(register_as, alias, version)
+    return Registration(run.info.run_id, register_as, version, alias)
+
+
+def _params(report: dict) -> dict[str, str]:
+    cal = report["calibration"]
+    return {
+        "model_uri": report["model"]["uri"], "model_sha256": report["model"]["sha256"],
+        "family": report["model"]["family"], "task": report["task"], "target": report["target"],
+        "max_accuracy_drop": str(report["max_accuracy_drop"]), "hardware": report["hardware"]["description"][:500],
+        "calibration_sha256": cal["data_sha256"], "evaluation_sha256": report["evaluation_data"]["sha256"],
+        "candidates": ",".join(c["format"] for c in report["candidates"]),
+    }
+
+
+def _metrics(report: dict) -> dict[str, float]:
+    cal = report["calibration"]
+    metrics = {
+        "calibration.ks_statistic": cal["ks_statistic"], "calibration.ks_pvalue": cal["ks_pvalue"],
+        "calibration.in_range_fraction": cal["in_range_fraction"],
+    }
+    baseline = report["baseline"]["benchmark"]
+    if baseline:
+        metrics |= {f"fp32.throughput_b{b}": v for b, v in baseline["throughput"].items()}
+        metrics["fp32.size_bytes"] = baseline["size_bytes"]
+    for a in report["attempts"]:
+        prefix = f"attempt{a['index']}"
+        metrics |= {f"{prefix}.quantized_metric": a["quantized_metric"], f"{prefix}.accuracy_drop": a["accuracy_drop"],
+                    f"{prefix}.size_bytes": a["size_bytes"]}
+        if a["benchmark"]:
+            bench = a["benchmark"]
+            metrics |= {f"{prefix}.throughput_b{b}": v for b, v in bench["throughput"].items()}
+            metrics |= {f"{prefix}.p50_ms_b{b}": v["p50"] for b, v in bench["latency_ms"].items()}
+            metrics[f"{prefix}.peak_rss_bytes"] = bench["peak_rss_bytes"]
+    return metrics

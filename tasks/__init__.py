@@ -1,0 +1,1 @@
+"""Prefect tasks: each wraps one quantmill core step with retries, timeouts and artifacts."""

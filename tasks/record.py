@@ -1,0 +1,58 @@
+"""Record the run: report.json, an MLflow run, registration of a passing model, and Prefect
+artifacts summarising it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from quantmill.gate import PASSED
+from quantmill.report import render_summary, write_report
+from quantmill.tracking import record_run
+from tasks.policy import EPHEMERAL, transient
+
+
+@task(name="record", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=transient, **EPHEMERAL)
+def record_task(report: dict, out_dir: Path, register: bool, alias: str) -> dict:
+    """Write report.json, log the MLflow run, and register the chosen artifact when the gate
+    passed and register is set. Returns the report with its `mlflow` section filled in."""
+    report_path = write_report(report, out_dir)
+    gate = report["gate"]
+    chosen = next((a for a in report["attempts"] if a["index"] == gate["chosen_attempt"]), None)
+    ship = register and gate["status"] == PASSED and chosen is not None
+    registration = record_run(
+        report, report_path,
+        artifact_dir=Path(chosen["path"]).parent if chosen else None,
+        register_as=f"{report['model']['name']}-quantized" if ship else None,
+        alias=alias if ship else None,
+    )
+    final = {**report, "mlflow": {
+        "run_id": registration.run_id, "registered_model": registration.registered_model,
+        "version": registration.version, "alias": registration.alias,
+    }}
+    write_report(final, out_dir)
+    _publish_prefect_artifacts(final)
+    return final
+
+
+def _publish_prefect_artifacts(report: dict) -> None:
+    key = "quantmill-" + "".join(c if c.isalnum() else "-" for c in report["model"]["name"].lower())
+    create_markdown_artifact(
+        key=key, description=f"quantmill gate: {report['gate']['status']}",
+        markdown="```\n" + render_summary(report) + "\n```",
+    )
+    create_table_artifact(
+        key=f"{key}-attempts",
+        table=[
+            {
+                "attempt": a["index"], "format": a["description"], "metric": a["metric_name"],
+                "quantized_metric": round(a["quantized_metric"], 3), "accuracy_drop": round(a["accuracy_drop"], 3),
+                "size_bytes": a["size_bytes"],
+                "throughput_ratio_b32": None if not a["throughput_ratio_vs_fp32"] else round(a["throughput_ratio_vs_fp32"]["32"], 3),
+            }
+            for a in report["attempts"]
+        ],
+        description="every quantization attempt, measured against FP32",
+    )
