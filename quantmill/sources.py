@@ -3,6 +3,7 @@ model URI) into an ONNX graph to quantize, fingerprinted by the sha256 of its we
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +51,7 @@ def resolve_model(uri: str, workdir: Path) -> ModelRef:
         raise InputError(path, "no such file or directory")
     if path.is_dir():
         return _resolve_hf_dir(path, uri, path.name, None, workdir)
-    check_onnx(path)
-    return ModelRef(uri, path.stem, None, path, sha256_file(path), "onnx", None)
+    return _onnx_ref(path, uri, path.stem, None, workdir)
 
 
 def check_onnx(path: Path) -> onnx.ModelProto:
@@ -76,6 +76,22 @@ def check_onnx(path: Path) -> onnx.ModelProto:
     return model
 
 
+def _onnx_ref(path: Path, uri: str, name: str, version: str | None, workdir: Path) -> ModelRef:
+    model = check_onnx(path)
+    external = any(
+        init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer
+    )
+    if external:
+        # Weights in side files (as MLflow saves ONNX by default): fold them into one file
+        # so that every later stage, and the fingerprint, sees the whole model.
+        full = onnx.load(str(path))
+        digest = hashlib.sha256(full.SerializeToString(deterministic=True)).hexdigest()
+        path = workdir / f"{digest[:16]}.onnx"
+        if not path.exists():
+            onnx.save(full, str(path))
+    return ModelRef(uri, name, version, path, sha256_file(path), "onnx", None)
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0][:300]
@@ -89,9 +105,7 @@ def _resolve_registry(uri: str, workdir: Path) -> ModelRef:
     mlmodel = _read_mlmodel(local)
     flavors = mlmodel.get("flavors", {})
     if "onnx" in flavors:
-        onnx_path = local / flavors["onnx"]["data"]
-        check_onnx(onnx_path)
-        return ModelRef(uri, name, version, onnx_path, sha256_file(onnx_path), "onnx", None)
+        return _onnx_ref(local / flavors["onnx"]["data"], uri, name, version, workdir)
     if "transformers" in flavors:
         return _resolve_hf_dir(_transformers_weights_dir(local), uri, name, version, workdir)
     raise InputError(uri, f"unsupported MLflow flavor(s) {sorted(flavors)}; expected onnx or transformers")
