@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -64,7 +65,6 @@ def quantize_model(
         cache = quantmill_home() / "work" / ref.sha256[:16]
         calib = subsample_task(calibration, policy)
         outputs = baseline_outputs_task(ref.onnx_path, evaluation)
-        baseline = benchmark_task({"fp32": ref.onnx_path}, evaluation, benchmark_seconds)["fp32"]
 
         def attempt(step) -> Attempt:
             index = len(attempts) + 1
@@ -75,8 +75,7 @@ def quantize_model(
                 quantized, out / "attempts" / f"{index:02d}-{step.options.format}",
                 artifact_metadata(step.options, ref.uri, ref.sha256, ref.version, calib.sha256),
             )
-            bench = benchmark_task({"quantized": artifact.path}, evaluation, benchmark_seconds)["quantized"]
-            made = Attempt(index, step.options, step.reason, artifact, result, bench)
+            made = Attempt(index, step.options, step.reason, artifact, result, None)
             attempts.append(made)
             return made
 
@@ -92,6 +91,12 @@ def quantize_model(
                 scores = sensitivity_task(ref.onnx_path, best, calib, evaluation, outputs, task, cache)
                 if run_until_within(exclusion_steps(best, exclusion_sets(scores))):
                     break
+
+        measured = benchmark_task(
+            {"fp32": ref.onnx_path} | {str(a.index): a.artifact.path for a in attempts}, evaluation, benchmark_seconds
+        )
+        baseline = measured["fp32"]
+        attempts = [replace(a, benchmark=measured[str(a.index)]) for a in attempts]
 
     gate = gate_task(verdict, tuple(attempts), baseline, max_accuracy_drop, hardware.describe())
     report = build_report(

@@ -1,6 +1,8 @@
 """The benchmark harness: each model is loaded and timed in a fresh Python process, so load
 time and peak memory belong to that model alone. The FP32 baseline is measured in the same
-run with the same runtime, inputs and thread count.
+run with the same runtime, inputs and thread count, and the models take turns over several
+rounds, each figure being the median over rounds, so that a slow spell of a shared machine
+does not land on one model alone.
 
 Run as `python -m quantmill.benchmark MODEL FEEDS.npz BATCHES SECONDS` it prints one JSON
 object with the measurements.
@@ -31,7 +33,8 @@ MAX_ITERATIONS = 500
 class Benchmark:
     """Measured on one model: load and cold first-inference time (ms), warm latency
     percentiles per batch size (ms), throughput per batch size (samples/s), the worker's
-    peak resident memory and its growth over the pre-load baseline (bytes), file size."""
+    peak resident memory and its growth over the pre-load baseline (bytes), file size, and
+    the timed iterations summed over rounds."""
 
     load_ms: float
     cold_ms: float
@@ -41,17 +44,43 @@ class Benchmark:
     peak_rss_delta_bytes: int
     size_bytes: int
     iterations: dict[str, int]
+    rounds: int
 
 
-def benchmark_models(models: dict[str, Path], data: Dataset, seconds_per_batch: float = 2.0) -> dict[str, Benchmark]:
-    """Return a Benchmark for each labelled model, timed one after another on the same feeds.
+def benchmark_models(
+    models: dict[str, Path], data: Dataset, seconds_per_batch: float = 1.0, rounds: int = 3
+) -> dict[str, Benchmark]:
+    """Return a Benchmark for each labelled model, the models taking turns for rounds rounds
+    on the same feeds.
 
     Raises RuntimeError with the worker's last error line if a worker fails.
     """
+    runs: dict[str, list[dict]] = {label: [] for label in models}
     with tempfile.TemporaryDirectory(prefix="quantmill-bench-") as scratch:
         feeds = Path(scratch) / "feeds.npz"
         np.savez(feeds, **_feeds(data, max(BATCH_SIZES)))
-        return {label: _run_worker(path, feeds, seconds_per_batch) for label, path in models.items()}
+        for _ in range(rounds):
+            for label, path in models.items():
+                runs[label].append(_run_worker(path, feeds, seconds_per_batch))
+    return {label: _median(results) for label, results in runs.items()}
+
+
+def _median(results: list[dict]) -> Benchmark:
+    def med(values) -> float:
+        return float(np.median(list(values)))
+
+    batches = results[0]["throughput"]
+    return Benchmark(
+        load_ms=med(r["load_ms"] for r in results),
+        cold_ms=med(r["cold_ms"] for r in results),
+        latency_ms={b: {p: med(r["latency_ms"][b][p] for r in results) for p in results[0]["latency_ms"][b]} for b in batches},
+        throughput={b: med(r["throughput"][b] for r in results) for b in batches},
+        peak_rss_bytes=max(r["peak_rss_bytes"] for r in results),
+        peak_rss_delta_bytes=max(r["peak_rss_delta_bytes"] for r in results),
+        size_bytes=results[0]["size_bytes"],
+        iterations={b: sum(r["iterations"][b] for r in results) for b in batches},
+        rounds=len(results),
+    )
 
 
 def _feeds(data: Dataset, size: int) -> dict[str, np.ndarray]:
@@ -59,13 +88,13 @@ def _feeds(data: Dataset, size: int) -> dict[str, np.ndarray]:
     return next(data.take(index).batches(size))
 
 
-def _run_worker(model: Path, feeds: Path, seconds: float) -> Benchmark:
+def _run_worker(model: Path, feeds: Path, seconds: float) -> dict:
     command = [sys.executable, "-m", "quantmill.benchmark", str(model), str(feeds), ",".join(map(str, BATCH_SIZES)), str(seconds)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"benchmark of {model} failed: {last}")
-    return Benchmark(**json.loads(done.stdout.strip().splitlines()[-1]))
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _peak_rss() -> int:
