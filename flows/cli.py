@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("out"), help="folder for report.json and artifacts")
     run.add_argument("--no-register", action="store_true", help="record the MLflow run but register nothing")
     run.add_argument("--alias", help="alias for a registered passing model (default: the target)")
+    run.add_argument("--benchmark-table", type=Path, help="folder of measured-table CSVs (default: the shipped benchmark_tables/)")
     run.add_argument("--benchmark-seconds", type=float, default=1.0, help="timed seconds per batch size")
     return parser
 
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_data=str(args.eval_data.resolve()), target=args.target, max_accuracy_drop=args.max_accuracy_drop,
         out_dir=str(args.out), register=not args.no_register, alias=args.alias,
         benchmark_seconds=args.benchmark_seconds,
+        **({"table_dir": str(args.benchmark_table.resolve())} if args.benchmark_table else {}),
     )
     from quantmill.report import render_summary
 

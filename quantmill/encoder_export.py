@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -63,7 +64,11 @@ def export_encoder(model_dir: Path, onnx_path: Path) -> Path:
     Raises InputError when transformers cannot load the directory from safetensors.
     """
     from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as transformers_logging
 
+    # Loading and tracing print progress bars and tracer warnings that say nothing to a user.
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
     try:
         config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
         encoder = AutoModel.from_pretrained(
@@ -82,7 +87,8 @@ def export_encoder(model_dir: Path, onnx_path: Path) -> Path:
     try:
         # The TorchScript exporter gives the plain MatMul/Add graph that ONNX Runtime's
         # quantizer and transformer fusions are written for.
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(
                 wrapped, example, tmp, dynamo=False, opset_version=OPSET,
                 input_names=list(INPUT_NAMES), output_names=["sentence_embedding"],

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 from quantmill.formats import FORMATS
 from quantmill.quantizers.onnx_runtime import CALIBRATION_METHODS, QuantizeOptions
+from quantmill.sensitivity import GroupScore
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,16 @@ def calibration_steps(format_name: str, candidate_reason: str, reduce_range: boo
     return tuple(steps)
 
 
-def exclusion_steps(best: QuantizeOptions, exclusions: tuple[tuple[str, ...], ...]) -> tuple[Step, ...]:
-    """Return attempts that keep growing sets of the most sensitive nodes in float, using
+def exclusion_steps(best: QuantizeOptions, exclusions: tuple[tuple[GroupScore, ...], ...]) -> tuple[Step, ...]:
+    """Return attempts that keep growing sets of the most sensitive groups in float, using
     the best options found so far."""
     return tuple(
-        Step(replace(best, nodes_to_exclude=nodes), f"missed the budget; keeping the {len(nodes)} most sensitive nodes in float")
-        for nodes in exclusions
+        Step(
+            replace(best, nodes_to_exclude=tuple(node for group in groups for node in group.nodes)),
+            f"missed the budget; keeping the {len(groups)} most sensitive group(s) in float: "
+            + ", ".join(f"{g.group} ({g.accuracy_drop:.2f} pts alone)" for g in groups),
+        )
+        for groups in exclusions
     )
 
 

@@ -108,13 +108,13 @@ def render_summary(report: dict) -> str:
         f"{cal['in_range_fraction']:.2%} of eval values in range",
     ]
     baseline = report["baseline"]["benchmark"]
-    header = f"{'#':>2}  {'attempt':<46} {'metric':>8} {'drop':>6} {'size MB':>8} {'thr b1':>8} {'thr b32':>8} {'x b32':>6}"
+    header = f"{'#':>2}  {'attempt':<56} {'metric':>8} {'drop':>6} {'size MB':>8} {'thr b1':>8} {'thr b32':>8} {'x b32':>6}"
     lines += ["", header, "-" * len(header)]
     if baseline is not None:
         first = report["attempts"][0] if report["attempts"] else None
         metric = f"{first['baseline_metric']:.2f}" if first else "-"
         lines.append(
-            f"{'-':>2}  {'onnx-fp32 (baseline)':<46} {metric:>8} {'':>6} {baseline['size_bytes'] / 1e6:>8.2f} "
+            f"{'-':>2}  {'onnx-fp32 (baseline)':<56} {metric:>8} {'':>6} {baseline['size_bytes'] / 1e6:>8.2f} "
             f"{baseline['throughput']['1']:>8.1f} {baseline['throughput']['32']:>8.1f} {'1.00':>6}"
         )
     for a in report["attempts"]:
@@ -124,7 +124,7 @@ def render_summary(report: dict) -> str:
         ratio = f"{a['throughput_ratio_vs_fp32']['32']:.2f}" if a["throughput_ratio_vs_fp32"] else "-"
         mark = "*" if a["index"] == gate["chosen_attempt"] else " "
         lines.append(
-            f"{a['index']:>2}{mark} {a['description'][:46]:<46} {a['quantized_metric']:>8.2f} {a['accuracy_drop']:>6.2f} "
+            f"{a['index']:>2}{mark} {a['description'][:56]:<56} {a['quantized_metric']:>8.2f} {a['accuracy_drop']:>6.2f} "
             f"{a['size_bytes'] / 1e6:>8.2f} {thr1:>8} {thr32:>8} {ratio:>6}"
         )
     if report["attempts"]:

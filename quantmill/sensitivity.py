@@ -43,12 +43,12 @@ def rank(scores: list[GroupScore]) -> tuple[GroupScore, ...]:
     return tuple(sorted(scores, key=lambda s: -s.accuracy_drop))
 
 
-def exclusion_sets(ranking: tuple[GroupScore, ...]) -> tuple[tuple[str, ...], ...]:
-    """Return the node sets to keep in float, growing: the top 1, 2, 4, ... groups, up to
-    half of all groups (beyond that the model is no longer meaningfully quantized)."""
+def exclusion_sets(ranking: tuple[GroupScore, ...]) -> tuple[tuple[GroupScore, ...], ...]:
+    """Return the groups to keep in float, growing: the top 1, 2, 4, ... groups, up to half
+    of all groups (beyond that the model is no longer meaningfully quantized)."""
     sets, count = [], 1
     while count <= max(1, len(ranking) // 2):
-        sets.append(tuple(node for score in ranking[:count] for node in score.nodes))
+        sets.append(ranking[:count])
         count *= 2
     return tuple(sets)
 

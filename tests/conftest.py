@@ -1,0 +1,41 @@
+"""Shared fixtures: real models built here once per session, an isolated quantmill home
+(MLflow SQLite store in a temp dir) per test, and Prefect's ephemeral test API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from quantmill.zoo.digits import DigitsFiles, build_digits
+from quantmill.zoo.minilm import write_text_sets
+
+REPO = Path(__file__).resolve().parent.parent
+# Built models survive between runs here (git-ignored), so a second `make test` skips training.
+MODEL_CACHE = REPO / ".quantmill" / "test-models"
+
+
+@pytest.fixture(scope="session")
+def digits() -> DigitsFiles:
+    return build_digits(MODEL_CACHE / "digits")
+
+
+@pytest.fixture(scope="session")
+def text_sets() -> tuple[Path, Path]:
+    return write_text_sets(MODEL_CACHE / "text", calibration_size=96, evaluation_size=160)
+
+
+@pytest.fixture(autouse=True)
+def quantmill_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUANTMILL_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

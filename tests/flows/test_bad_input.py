@@ -1,0 +1,81 @@
+"""Bad input ends in one line naming the file and the problem, exit code 2, no traceback,
+and nothing recorded or registered."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flows.cli import EXIT_BAD_INPUT, main
+
+
+def _run(capsys, model, calibration, evaluation, task="classification"):
+    code = main(["run", str(model), "--task", task, "--calibration-data", str(calibration), "--eval-data", str(evaluation)])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def _npz(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def _assert_rejected(code, err, path, problem, home):
+    assert code == EXIT_BAD_INPUT
+    assert err.count("\n") == 0, err
+    assert "Traceback" not in err
+    assert err.startswith(f"quantmill: error: {path}: ")
+    assert problem in err
+    assert not (home / "mlflow.db").exists()
+
+
+def test_missing_model(capsys, digits, tmp_path, quantmill_home):
+    missing = tmp_path / "nope.onnx"
+    _assert_rejected(*_run(capsys, missing, digits.calibration, digits.evaluation), missing, "no such file", quantmill_home)
+
+
+def test_file_that_is_not_onnx(capsys, digits, tmp_path, quantmill_home):
+    fake = tmp_path / "model.onnx"
+    fake.write_text("this is not a model\n" * 50)
+    _assert_rejected(*_run(capsys, fake, digits.calibration, digits.evaluation), fake, "not an ONNX model", quantmill_home)
+
+
+def test_truncated_onnx(capsys, digits, tmp_path, quantmill_home):
+    truncated = tmp_path / "truncated.onnx"
+    data = digits.model.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    code, err = _run(capsys, truncated, digits.calibration, digits.evaluation)
+    _assert_rejected(code, err, truncated, "", quantmill_home)
+    assert any(p in err for p in ("not an ONNX model", "invalid ONNX model", "ONNX Runtime cannot load it"))
+
+
+@pytest.mark.parametrize(
+    ("arrays", "problem"),
+    [
+        ({"image": np.zeros((10, 1, 8, 8), np.float32)}, "no array named 'pixels' for model input 'pixels' (arrays: image)"),
+        ({"pixels": np.zeros((10, 64), np.float32)}, "has shape (10, 64); model input 'pixels' expects (?, 1, 8, 8)"),
+        ({"pixels": np.zeros((10, 1, 9, 9), np.float32)}, "expects (?, 1, 8, 8)"),
+        ({"pixels": np.zeros((0, 1, 8, 8), np.float32)}, "is empty (0 samples)"),
+        ({"pixels": np.full((10, 1, 8, 8), np.nan, np.float32)}, "contains 640 NaN or inf value(s)"),
+        ({"pixels": np.where(np.eye(8)[None, None] > 0, np.inf, 0).repeat(10, 0).astype(np.float32)}, "contains 80 NaN or inf"),
+    ],
+    ids=["wrong-name", "wrong-rank", "wrong-shape", "empty", "nan", "inf"],
+)
+def test_bad_calibration_data(capsys, digits, tmp_path, quantmill_home, arrays, problem):
+    bad = _npz(tmp_path / "calibration.npz", **arrays)
+    _assert_rejected(*_run(capsys, digits.model, bad, digits.evaluation), bad, problem, quantmill_home)
+
+
+def test_bad_evaluation_data_is_named(capsys, digits, tmp_path, quantmill_home):
+    bad = tmp_path / "eval.csv"
+    bad.write_text("a,b\n")
+    _assert_rejected(*_run(capsys, digits.model, digits.calibration, bad), bad, "unsupported data format '.csv'", quantmill_home)
+
+
+def test_empty_text_calibration_set(capsys, text_sets, tmp_path, quantmill_home):
+    from quantmill.zoo.minilm import minilm_dir
+
+    empty = tmp_path / "calibration.jsonl"
+    empty.write_text("")
+    code, err = _run(capsys, minilm_dir(), empty, text_sets[1], task="embedding")
+    _assert_rejected(code, err, empty, "empty: no lines with a 'text' field", quantmill_home)

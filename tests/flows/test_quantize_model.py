@@ -1,0 +1,129 @@
+"""The quantize-model flow end to end on real models, an ephemeral Prefect API and an MLflow
+SQLite store in a temp dir."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from flows.cli import EXIT_CODES, main
+from quantmill.hashing import sha256_file
+from quantmill.tracking import client, register_source_model
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def _cli(*args) -> int:
+    return main(["run", *map(str, args), "--benchmark-seconds", "0.3"])
+
+
+def test_digits_from_the_registry_end_to_end(digits, tmp_path, capsys):
+    version = register_source_model(digits.model, "digits-cnn")
+    out = tmp_path / "out"
+    code = _cli(f"models:/digits-cnn/{version}", "--task", "classification", "--calibration-data", digits.calibration,
+                "--eval-data", digits.evaluation, "--max-accuracy-drop", "1.0", "--out", out)
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    gate = report["gate"]
+    assert code == EXIT_CODES[gate["status"]]
+    assert "gate" in printed and gate["status"].upper() in printed
+
+    assert report["model"]["name"] == "digits-cnn" and report["model"]["version"] == version
+    assert len(report["model"]["sha256"]) == 64 and report["model"]["family"] == "cnn"
+    assert report["calibration"]["status"] == "pass"
+    assert 0 <= report["calibration"]["ks_statistic"] <= 1 and 0 <= report["calibration"]["ks_pvalue"] <= 1
+    assert report["candidates"][0]["format"] == "onnx-int8-static"
+
+    # The artifact, loaded back, reproduces the reported accuracy.
+    attempt = report["attempts"][0]
+    assert attempt["format"] == "onnx-int8-static" and attempt["accuracy_drop"] <= 1.0
+    assert sha256_file(Path(attempt["path"])) == attempt["sha256"]
+    with np.load(digits.evaluation) as data:
+        session = ort.InferenceSession(attempt["path"], providers=["CPUExecutionProvider"])
+        predictions = session.run(None, {"pixels": data["pixels"]})[0].argmax(1)
+        assert 100.0 * np.mean(predictions == data["labels"]) == pytest.approx(attempt["quantized_metric"])
+    metadata = json.loads((Path(attempt["path"]).parent / "metadata.json").read_text())
+    assert metadata["calibration_data_sha256"] == report["calibration"]["data_sha256"]
+    assert metadata["source"]["sha256"] == report["model"]["sha256"]
+    assert metadata["tool_versions"]["onnxruntime"] == ort.__version__
+    bench = attempt["benchmark"]
+    assert bench["throughput"]["1"] > 0 and bench["latency_ms"]["32"]["p99"] >= bench["latency_ms"]["32"]["p50"]
+    assert attempt["size_ratio_vs_fp32"] < 0.5
+
+    registry = client()
+    run = registry.get_run(report["mlflow"]["run_id"])
+    assert run.data.tags["quantmill.gate"] == gate["status"]
+    if gate["status"] == "passed":
+        registered = registry.get_model_version_by_alias("digits-cnn-quantized", "cpu")
+        assert registered.tags["source_version"] == version and registered.tags["format"] == "onnx-int8-static"
+        assert registered.tags["gate_status"] == "passed"
+    else:
+        assert gate["status"] == "manual_review" and any("slower than FP32" in r for r in gate["reasons"])
+        assert registry.search_registered_models("name = 'digits-cnn-quantized'") == []
+
+
+def test_shifted_calibration_data_stops_the_run_before_quantizing(digits, tmp_path):
+    with np.load(digits.calibration) as data:
+        shifted = tmp_path / "shifted.npz"
+        np.savez(shifted, pixels=np.clip(data["pixels"] * 0.5, 0, 1), labels=data["labels"])
+    out = tmp_path / "out"
+    code = _cli(digits.model, "--task", "classification", "--calibration-data", shifted,
+                "--eval-data", digits.evaluation, "--out", out)
+    report = json.loads((out / "report.json").read_text())
+    assert code == EXIT_CODES["failed"]
+    assert report["calibration"]["status"] == "fail"
+    assert report["attempts"] == [] and not (out / "attempts").exists()
+    assert "calibration data failed validation" in report["gate"]["reasons"][0]
+    assert client().search_registered_models() == []
+
+
+def test_minilm_encoder_directory(text_sets, tmp_path):
+    from quantmill.zoo.minilm import minilm_dir
+
+    out = tmp_path / "out"
+    code = _cli(minilm_dir(), "--task", "embedding", "--calibration-data", text_sets[0], "--eval-data", text_sets[1],
+                "--max-accuracy-drop", "15", "--out", out)
+    report = json.loads((out / "report.json").read_text())
+    assert code == EXIT_CODES[report["gate"]["status"]]
+    assert report["model"]["family"] == "transformer-encoder" and report["model"]["source_format"] == "hf-encoder"
+    attempt = report["attempts"][0]
+    assert attempt["format"] == "onnx-int8-dynamic"
+    assert attempt["metric_name"] == "retrieval_agreement_at_10" and attempt["baseline_metric"] == 100.0
+    assert attempt["secondary_metrics"]["mean_cosine_similarity"] > 0.97
+    assert attempt["accuracy_drop"] == pytest.approx(100.0 - attempt["quantized_metric"])
+    assert len(attempt["worst_disagreements"]) == 10 and attempt["worst_disagreements"][0]["text"]
+
+
+def test_a_miss_escalates_through_calibration_methods_sensitivity_and_fallback(text_sets, tmp_path):
+    """Static INT8 of MiniLM misses a tight budget here; the report shows every rung."""
+    from quantmill.zoo.minilm import minilm_dir
+
+    table = tmp_path / "table"
+    table.mkdir()
+    (table / "only_static.csv").write_text(
+        "family,hardware,format,accuracy_drop,compression,speedup,n_measurements,source\n"
+        "transformer-encoder,cpu,onnx-int8-static,0.5,3.9,1.4,1,test row\n"
+    )
+    out = tmp_path / "out"
+    _cli(minilm_dir(), "--task", "embedding", "--calibration-data", text_sets[0], "--eval-data", text_sets[1],
+         "--max-accuracy-drop", "5", "--benchmark-table", table, "--out", out, "--no-register")
+    report = json.loads((out / "report.json").read_text())
+    attempts = report["attempts"]
+    static = [a for a in attempts if a["format"] == "onnx-int8-static"]
+    assert [a["options"]["calibration_method"] for a in static[:3]] == ["minmax", "entropy", "percentile"]
+    assert all(a["accuracy_drop"] > 5 for a in static[:3])
+    assert "trying entropy calibration" in static[1]["reason"]
+
+    ranking = report["sensitivity"]
+    assert len(ranking) == 6 and all("layer." in g["group"] for g in ranking)
+    assert [g["accuracy_drop"] for g in ranking] == sorted((g["accuracy_drop"] for g in ranking), reverse=True)
+    kept = [a for a in static if a["options"]["nodes_to_exclude"]]
+    assert kept and ranking[0]["group"] in kept[0]["reason"]
+    assert set(ranking[0]["nodes"]) == set(kept[0]["options"]["nodes_to_exclude"])
+
+    last = attempts[-1]
+    if last["format"] == "onnx-fp16":
+        assert all(a["accuracy_drop"] > 5 for a in static) and "last resort" in last["reason"]
+    assert last["accuracy_drop"] <= 5 and report["gate"]["chosen_attempt"] == last["index"]
