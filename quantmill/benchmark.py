@@ -98,7 +98,14 @@ def _run_worker(model: Path, feeds: Path, seconds: float) -> dict:
 
 
 def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM belongs to this process image; ru_maxrss survives exec and would report the
+    # parent's peak, since the worker is forked from a large flow process.
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def _measure(model: Path, feeds: dict[str, np.ndarray], batches: tuple[int, ...], seconds: float) -> dict:
