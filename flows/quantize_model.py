@@ -14,7 +14,7 @@ from quantmill.provenance import artifact_metadata
 from quantmill.report import build_report
 from quantmill.sensitivity import exclusion_sets
 from quantmill.tracking import quantmill_home
-from tasks.benchmark import benchmark_task
+from tasks.benchmark import benchmark_task, hardware_task
 from tasks.calibration import load_data_task, subsample_task, validate_calibration_task
 from tasks.evaluate import baseline_outputs_task, evaluate_task
 from tasks.export import export_task
@@ -22,7 +22,7 @@ from tasks.gate import gate_task
 from tasks.quantize import quantize_task, sensitivity_task
 from tasks.record import record_task
 from tasks.resolve import inspect_task, resolve_model_task
-from tasks.select import hardware_task, select_formats_task
+from tasks.select import select_formats_task
 
 TABLE_DIR = Path(__file__).resolve().parent.parent / "benchmark_tables"
 

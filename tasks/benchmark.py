@@ -8,6 +8,7 @@ from prefect import task
 
 from quantmill.benchmark import Benchmark, benchmark_models
 from quantmill.data import Dataset
+from quantmill.hardware import Hardware, local_cpu
 from tasks.policy import EPHEMERAL
 
 
@@ -15,3 +16,9 @@ from tasks.policy import EPHEMERAL
 def benchmark_task(models: dict[str, Path], data: Dataset, seconds_per_batch: float) -> dict[str, Benchmark]:
     """Return a Benchmark per labelled model, measured one after another on the same feeds."""
     return benchmark_models(models, data, seconds_per_batch)
+
+
+@task(name="describe-hardware", **EPHEMERAL)
+def hardware_task() -> Hardware:
+    """Return the hardware this worker benchmarks on."""
+    return local_cpu()
