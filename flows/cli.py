@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     report = quantize_model(
         model=args.model, task=args.task, calibration_data=str(args.calibration_data.resolve()),
         eval_data=str(args.eval_data.resolve()), target=args.target, max_accuracy_drop=args.max_accuracy_drop,
-        out_dir=str(args.out), register=not args.no_register, alias=args.alias,
+        out_dir=str(args.out), register_model=not args.no_register, alias=args.alias,
         benchmark_seconds=args.benchmark_seconds,
         **({"table_dir": str(args.benchmark_table.resolve())} if args.benchmark_table else {}),
     )

@@ -36,7 +36,7 @@ def quantize_model(
     target: str = "cpu",
     max_accuracy_drop: float = 1.0,
     out_dir: str = "out",
-    register: bool = True,
+    register_model: bool = True,
     alias: str | None = None,
     benchmark_seconds: float = 1.0,
     table_dir: str = str(TABLE_DIR),
@@ -44,7 +44,7 @@ def quantize_model(
     """Quantize model for target and return the report (also written to out_dir/report.json).
 
     Stops before quantizing when the calibration data fails validation. Registers the chosen
-    artifact in MLflow only when the gate passes and register is set.
+    artifact in MLflow only when the gate passes and register_model is set.
     """
     logger = get_run_logger()
     out = Path(out_dir).resolve()
@@ -104,4 +104,4 @@ def quantize_model(
         hardware=hardware, candidates=candidates, calibration=verdict, calibration_data=calibration,
         evaluation_data=evaluation, baseline=baseline, attempts=tuple(attempts), sensitivity=scores, gate=gate,
     )
-    return record_task(report, out, register, alias or target)
+    return record_task(report, out, register_model, alias or target)
