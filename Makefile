@@ -3,8 +3,10 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' constraints.txt)
+LLAMA_SRC     := .quantmill/llama.cpp
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench llama-src clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +16,26 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# llama.cpp's converter and the gguf-py it was written against, from the same
+# llama-cpp-python source distribution whose quantizer is installed.
+$(LLAMA_SRC)/convert_hf_to_gguf.py: constraints.txt | $(STAMP)
+	rm -rf $(LLAMA_SRC) .quantmill/sdist && mkdir -p $(LLAMA_SRC) .quantmill/sdist
+	$(PY) -m pip download -q --no-deps --no-binary :all: -d .quantmill/sdist llama-cpp-python==$(LLAMA_VERSION)
+	tar -xzf .quantmill/sdist/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C $(LLAMA_SRC) --strip-components=3 \
+	  llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/convert_hf_to_gguf.py \
+	  llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/conversion \
+	  llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/gguf-py
+	rm -rf .quantmill/sdist
+
+llama-src: $(LLAMA_SRC)/convert_hf_to_gguf.py
+
+demo: $(STAMP) llama-src
 	$(PY) -m flows.demo
 
-test: $(STAMP)
+test: $(STAMP) llama-src
 	$(PY) -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) llama-src
 	$(PY) benchmarks/onnx_cpu.py
 
 clean:

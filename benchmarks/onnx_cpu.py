@@ -19,7 +19,7 @@ from quantmill.benchmark_table import TableRow, append_rows
 from quantmill.calibration import CalibrationPolicy, stratified_subsample
 from quantmill.data import load_dataset
 from quantmill.evaluation import evaluate, predict
-from quantmill.formats import TARGET_FORMATS
+from quantmill.formats import ONNX_FORMATS
 from quantmill.hardware import local_cpu
 from quantmill.inspection import inspect_model
 from quantmill.quantizers.onnx_runtime import QuantizeOptions, quantize
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--append-table", action="store_true")
     args = parser.parse_args()
     hardware = local_cpu()
-    data = quantmill_home() / "demo"
+    data = quantmill_home() / "models"
     digits = build_digits(data / "digits")
     text_calibration, text_evaluation = write_text_sets(data / "text")
     models = (
@@ -57,7 +57,7 @@ def main() -> None:
             evaluation = load_dataset(evaluation_path, profile.inputs, ref.tokenizer_dir)
             outputs = predict(ref.onnx_path, evaluation)
             paths, drops = {"fp32": ref.onnx_path}, {}
-            for fmt in TARGET_FORMATS["cpu"]:
+            for fmt in ONNX_FORMATS:
                 options = QuantizeOptions(
                     fmt, "minmax" if fmt == "onnx-int8-static" else None, reduce_range=not hardware.has_vnni()
                 )
@@ -67,7 +67,7 @@ def main() -> None:
             base = measured["fp32"]
             print(f"\n{name} ({profile.family}, {profile.parameters:,} params)")
             print(f"  {'format':<20} {'thr b1 ratio':>12} {'thr b32 ratio':>13} {'size ratio':>10} {'drop pts':>9}")
-            for fmt in TARGET_FORMATS["cpu"]:
+            for fmt in ONNX_FORMATS:
                 bench = measured[fmt]
                 b1 = bench.throughput["1"] / base.throughput["1"]
                 b32 = bench.throughput["32"] / base.throughput["32"]

@@ -9,12 +9,14 @@ from pathlib import Path
 
 from quantmill.data import load_dataset
 from quantmill.errors import QuantmillError
-from quantmill.formats import TARGET_FORMATS
+from quantmill.formats import TARGETS
 from quantmill.inspection import inspect_model
+from quantmill.lm_evaluation import text_dataset
+from quantmill.lm_sources import resolve_language_model
 from quantmill.sources import resolve_model
 from quantmill.tracking import quantmill_home
 
-TASKS = ("classification", "embedding")
+TASKS = ("classification", "embedding", "language-modeling")
 EXIT_CODES = {"passed": 0, "failed": 1, "manual_review": 3}
 EXIT_BAD_INPUT = 2
 
@@ -27,8 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--task", choices=TASKS, required=True)
     run.add_argument("--calibration-data", required=True, type=Path, help=".npz or .jsonl")
     run.add_argument("--eval-data", required=True, type=Path, help=".npz or .jsonl")
-    run.add_argument("--target", default="cpu", choices=sorted(TARGET_FORMATS))
+    run.add_argument("--target", default="cpu", choices=TARGETS)
     run.add_argument("--max-accuracy-drop", type=float, default=1.0, help="budget in metric points (default 1.0)")
+    run.add_argument("--max-ppl-increase", type=float, default=5.0, help="language models: budget in %% perplexity increase (default 5)")
     run.add_argument("--out", type=Path, default=Path("out"), help="folder for report.json and artifacts")
     run.add_argument("--no-register", action="store_true", help="record the MLflow run but register nothing")
     run.add_argument("--alias", help="alias for a registered passing model (default: the target)")
@@ -40,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
 def preflight(args: argparse.Namespace) -> None:
     """Check the model and both data files before any orchestration starts, so bad input
     ends in one line naming the file. Raises QuantmillError."""
+    if args.task == "language-modeling":
+        language_model = resolve_language_model(args.model, quantmill_home() / "work")
+        for path in (args.calibration_data, args.eval_data):
+            text_dataset(language_model.model_dir, path, 1)
+        return
     model = resolve_model(args.model, quantmill_home() / "work")
     profile = inspect_model(model.onnx_path)
     for path in (args.calibration_data, args.eval_data):
@@ -55,20 +63,34 @@ def main(argv: list[str] | None = None) -> int:
     except QuantmillError as err:
         print(f"quantmill: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.task == "language-modeling":
+        from flows.quantize_lm import quantize_language_model
+
+        report = quantize_language_model(
+            model=args.model, calibration_data=str(args.calibration_data.resolve()),
+            eval_data=str(args.eval_data.resolve()), target=args.target, max_ppl_increase=args.max_ppl_increase,
+            out_dir=str(args.out), register_model=not args.no_register, alias=args.alias,
+            **({"table_dir": str(args.benchmark_table.resolve())} if args.benchmark_table else {}),
+        )
+    else:
+        report = _run_onnx(args)
+    from quantmill.report import render_summary
+
+    print(render_summary(report))
+    print(f"report: {(args.out / 'report.json').resolve()}")
+    return EXIT_CODES[report["gate"]["status"]]
+
+
+def _run_onnx(args: argparse.Namespace) -> dict:
     from flows.quantize_model import quantize_model
 
-    report = quantize_model(
+    return quantize_model(
         model=args.model, task=args.task, calibration_data=str(args.calibration_data.resolve()),
         eval_data=str(args.eval_data.resolve()), target=args.target, max_accuracy_drop=args.max_accuracy_drop,
         out_dir=str(args.out), register_model=not args.no_register, alias=args.alias,
         benchmark_seconds=args.benchmark_seconds,
         **({"table_dir": str(args.benchmark_table.resolve())} if args.benchmark_table else {}),
     )
-    from quantmill.report import render_summary
-
-    print(render_summary(report))
-    print(f"report: {(args.out / 'report.json').resolve()}")
-    return EXIT_CODES[report["gate"]["status"]]
 
 
 if __name__ == "__main__":

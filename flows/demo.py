@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from flows.quantize_model import quantize_model
 
-    data = quantmill_home() / "demo"
+    data = quantmill_home() / "models"
     digits = build_digits(data / "digits")
     print(f"digits CNN trained here: held-out FP32 accuracy {digits.accuracy:.2f}%")
     calibration_text, evaluation_text = write_text_sets(data / "text")

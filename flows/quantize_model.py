@@ -11,7 +11,7 @@ from quantmill.attempts import Attempt
 from quantmill.calibration import FAIL, CalibrationPolicy
 from quantmill.escalation import calibration_steps, exclusion_steps, scans_sensitivity
 from quantmill.provenance import artifact_metadata
-from quantmill.report import build_report
+from quantmill.report import build_report, model_section
 from quantmill.sensitivity import exclusion_sets
 from quantmill.tracking import quantmill_home
 from tasks.benchmark import benchmark_task, hardware_task
@@ -100,7 +100,7 @@ def quantize_model(
 
     gate = gate_task(verdict, tuple(attempts), baseline, max_accuracy_drop, hardware.describe())
     report = build_report(
-        model=ref, profile=profile, task=task, target=target, max_accuracy_drop=max_accuracy_drop,
+        model=model_section(ref, profile), task=task, target=target, max_accuracy_drop=max_accuracy_drop,
         hardware=hardware, candidates=candidates, calibration=verdict, calibration_data=calibration,
         evaluation_data=evaluation, baseline=baseline, attempts=tuple(attempts), sensitivity=scores, gate=gate,
     )

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from quantmill.benchmark import Benchmark
 from quantmill.evaluation import Evaluation
-from quantmill.exporters.onnx import ExportedArtifact
+from quantmill.exporters.artifact import ExportedArtifact
+from quantmill.lm_benchmark import LMBenchmark
 from quantmill.quantizers.onnx_runtime import QuantizeOptions
 
 
@@ -20,7 +21,7 @@ class Attempt:
     reason: str
     artifact: ExportedArtifact
     evaluation: Evaluation
-    benchmark: Benchmark | None
+    benchmark: Benchmark | LMBenchmark | None
 
     @property
     def format(self) -> str:

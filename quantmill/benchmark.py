@@ -46,6 +46,10 @@ class Benchmark:
     iterations: dict[str, int]
     rounds: int
 
+    def headline(self) -> tuple[float, str]:
+        """Return the figure the gate compares with the baseline, and its name."""
+        return self.throughput["32"], "samples/s at batch 32"
+
 
 def benchmark_models(
     models: dict[str, Path], data: Dataset, seconds_per_batch: float = 1.0, rounds: int = 3
@@ -97,7 +101,7 @@ def _run_worker(model: Path, feeds: Path, seconds: float) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _peak_rss() -> int:
+def peak_rss_bytes() -> int:
     # VmHWM belongs to this process image; ru_maxrss survives exec and would report the
     # parent's peak, since the worker is forked from a large flow process.
     status = Path("/proc/self/status")
@@ -111,7 +115,7 @@ def _peak_rss() -> int:
 def _measure(model: Path, feeds: dict[str, np.ndarray], batches: tuple[int, ...], seconds: float) -> dict:
     import onnxruntime as ort
 
-    baseline_rss = _peak_rss()
+    baseline_rss = peak_rss_bytes()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = os.cpu_count() or 1
@@ -138,7 +142,7 @@ def _measure(model: Path, feeds: dict[str, np.ndarray], batches: tuple[int, ...]
         latency[str(batch)] = {f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)}
         throughput[str(batch)] = float(batch * len(times) / sum(times))
         iterations[str(batch)] = len(times)
-    peak = _peak_rss()
+    peak = peak_rss_bytes()
     return {
         "load_ms": load_ms, "cold_ms": cold_ms, "latency_ms": latency, "throughput": throughput,
         "peak_rss_bytes": peak, "peak_rss_delta_bytes": peak - baseline_rss,

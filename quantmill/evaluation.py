@@ -30,6 +30,12 @@ class Evaluation:
     worst: tuple[dict, ...] = field(default=())
 
 
+def drop_unit(metric_name: str) -> str:
+    """Return the unit a drop in this metric is stated in: percent perplexity increase for
+    language models, metric points otherwise."""
+    return "%" if metric_name == "perplexity" else "pts"
+
+
 def session(model_path: Path, threads: int = 0) -> ort.InferenceSession:
     """Return a CPU InferenceSession for model_path with full graph optimization."""
     options = ort.SessionOptions()

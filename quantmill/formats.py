@@ -24,12 +24,21 @@ FORMATS = {
         Format("onnx-int8-static", "onnxruntime", "INT8 QDQ, per-channel weights, calibrated activations", True),
         Format("onnx-int8-dynamic", "onnxruntime", "INT8 weights, activations quantized at run time", False),
         Format("onnx-fp16", "onnxruntime", "FP16 weights and compute, FP32 inputs and outputs", False),
+        Format("gguf-q8_0", "llama.cpp", "GGUF Q8_0: 8-bit blocks of 32 weights", False),
+        Format("gguf-q4_k_m", "llama.cpp", "GGUF Q4_K_M: 4-bit k-quants, 6-bit for sensitive tensors", False),
     )
 }
-TARGET_FORMATS = {"cpu": ("onnx-int8-static", "onnx-int8-dynamic", "onnx-fp16")}
-# With nothing measured, the formats whose accuracy does not hang on calibration come first.
-CONSERVATIVE = ("onnx-int8-dynamic", "onnx-fp16")
-FALLBACK = "onnx-fp16"
+ONNX_FORMATS = ("onnx-int8-static", "onnx-int8-dynamic", "onnx-fp16")
+LM_FORMATS = ("gguf-q8_0", "gguf-q4_k_m")
+TARGETS = ("cpu",)
+# With nothing measured, the formats whose accuracy does not hang on calibration come
+# first; the last is the fallback every list ends with.
+CONSERVATIVE = {"decoder-lm": ("gguf-q8_0",), None: ("onnx-int8-dynamic", "onnx-fp16")}
+
+
+def offered(family: str, target: str) -> tuple[str, ...]:
+    """Return the formats quantmill produces for family on target here."""
+    return LM_FORMATS if family == "decoder-lm" else ONNX_FORMATS
 
 
 @dataclass(frozen=True)
@@ -49,22 +58,24 @@ def select_formats(
     follow (escalation may bring them in); FP16 closes the list. Raises QuantmillError for a
     target no format runs on here.
     """
-    if target not in TARGET_FORMATS:
-        raise QuantmillError(f"unknown target {target!r}; known here: {', '.join(TARGET_FORMATS)}")
-    offered = TARGET_FORMATS[target]
-    measured = _aggregate(r for r in table if r.family == family and r.hardware == target and r.format in offered)
+    if target not in TARGETS:
+        raise QuantmillError(f"unknown target {target!r}; known here: {', '.join(TARGETS)}")
+    formats = offered(family, target)
+    conservative = CONSERVATIVE.get(family, CONSERVATIVE[None])
+    fallback = conservative[-1]
+    measured = _aggregate(r for r in table if r.family == family and r.hardware == target and r.format in formats)
     if not measured:
         return tuple(
             Candidate(name, f"no measured rows for {family} on {target}: conservative choice "
-                            f"({'no calibration risk' if name != FALLBACK else 'last resort'})")
-            for name in CONSERVATIVE
+                            f"({'last resort' if name == fallback else 'no calibration risk'})")
+            for name in conservative
         )
     within = sorted((r for r in measured if r.accuracy_drop <= max_accuracy_drop), key=lambda r: -r.speedup)
     over = sorted((r for r in measured if r.accuracy_drop > max_accuracy_drop), key=lambda r: r.accuracy_drop)
     candidates = [Candidate(r.format, _why(r, max_accuracy_drop, True)) for r in within]
     candidates += [Candidate(r.format, _why(r, max_accuracy_drop, False)) for r in over]
-    if FALLBACK not in {c.format for c in candidates}:
-        candidates.append(Candidate(FALLBACK, f"not measured for {family} on {target}; last resort"))
+    if fallback not in {c.format for c in candidates}:
+        candidates.append(Candidate(fallback, f"not measured for {family} on {target}; last resort"))
     return tuple(candidates)
 
 

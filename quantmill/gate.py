@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from quantmill.attempts import Attempt
 from quantmill.benchmark import Benchmark
+from quantmill.evaluation import drop_unit
+from quantmill.lm_benchmark import LMBenchmark
 from quantmill.calibration import FAIL, WARN, CalibrationVerdict
 
 PASSED, FAILED, MANUAL_REVIEW = "passed", "failed", "manual_review"
-GATE_BATCH = "32"
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ def decide(
 
     failed: the calibration data failed validation, or no attempt met the accuracy budget.
     manual_review: the best attempt met the budget but the calibration data only warned,
-    or it was not measured faster than FP32 at batch 32 on this hardware.
+    or it was not measured faster than the full-precision baseline on this hardware (by
+    the benchmark's headline figure: throughput at batch 32, or decode tokens/s).
     passed: otherwise, naming the first attempt within budget.
     """
     if calibration.status == FAIL:
@@ -37,12 +39,14 @@ def decide(
     within = [o for o in attempts if o.evaluation.accuracy_drop <= max_accuracy_drop]
     if not within:
         best = min(attempts, key=lambda o: o.evaluation.accuracy_drop, default=None)
-        detail = f"; best was {best.format} at {best.evaluation.accuracy_drop:.2f} pts" if best else ""
-        return GateDecision(FAILED, (f"no attempt met the {max_accuracy_drop:g}-point budget{detail}",), None)
+        unit = drop_unit(best.evaluation.metric_name) if best else ""
+        detail = f"; best was {best.format} at {best.evaluation.accuracy_drop:.2f} {unit}" if best else ""
+        return GateDecision(FAILED, (f"no attempt met the budget of {max_accuracy_drop:g}{detail}",), None)
     chosen = within[0]
+    unit = drop_unit(chosen.evaluation.metric_name)
     reasons = [
-        f"{chosen.format}: {chosen.evaluation.metric_name} drop {chosen.evaluation.accuracy_drop:.2f} pts "
-        f"within the {max_accuracy_drop:g}-point budget"
+        f"{chosen.format}: {chosen.evaluation.metric_name} drop {chosen.evaluation.accuracy_drop:.2f} {unit} "
+        f"within the budget of {max_accuracy_drop:g} {unit}"
     ]
     review = []
     if calibration.status == WARN:
@@ -50,9 +54,10 @@ def decide(
     if chosen.benchmark is None or baseline is None:
         review.append("not benchmarked")
     else:
-        ratio = chosen.benchmark.throughput[GATE_BATCH] / baseline.throughput[GATE_BATCH]
-        line = f"{ratio:.2f}x FP32 throughput at batch {GATE_BATCH} on {hardware}"
-        (review if ratio < 1.0 else reasons).append(("slower than FP32: " if ratio < 1.0 else "") + line)
+        value, label = chosen.benchmark.headline()
+        ratio = value / baseline.headline()[0]
+        line = f"{ratio:.2f}x the full-precision baseline's {label} on {hardware}"
+        (review if ratio < 1.0 else reasons).append(("slower than full precision: " if ratio < 1.0 else "") + line)
     if review:
         return GateDecision(MANUAL_REVIEW, tuple(reasons + review), chosen.index)
     return GateDecision(PASSED, tuple(reasons), chosen.index)

@@ -33,8 +33,9 @@ class Hardware:
 _ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "sve")
 
 
-def local_cpu() -> Hardware:
-    """Return the Hardware of this machine's CPU as ONNX Runtime will use it."""
+def local_cpu(runtime: str | None = None) -> Hardware:
+    """Return the Hardware of this machine's CPU with the runtime that benchmarks on it
+    (default: ONNX Runtime's CPU provider)."""
     model, flags = platform.processor() or platform.machine(), set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -48,5 +49,5 @@ def local_cpu() -> Hardware:
     return Hardware(
         target="cpu", cpu=model, cores=os.cpu_count() or 1,
         isa=tuple(flag for flag in _ISA if flag in flags),
-        runtime=f"onnxruntime {ort.__version__} CPUExecutionProvider",
+        runtime=runtime or f"onnxruntime {ort.__version__} CPUExecutionProvider",
     )

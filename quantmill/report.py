@@ -18,17 +18,39 @@ from quantmill.formats import Candidate
 from quantmill.gate import GateDecision
 from quantmill.hardware import Hardware
 from quantmill.inspection import ModelProfile
+from quantmill.lm_sources import LanguageModelRef
+from quantmill.lm_benchmark import LMBenchmark
 from quantmill.sensitivity import GroupScore
 from quantmill.sources import ModelRef
 
 REPORT_FILE = "report.json"
 
 
+def model_section(model: ModelRef, profile: ModelProfile) -> dict:
+    """Return the report's `model` section for an ONNX-path model."""
+    return {
+        "uri": model.uri, "name": model.name, "version": model.version, "sha256": model.sha256,
+        "source_format": model.source_format, "onnx_path": str(model.onnx_path),
+        "family": profile.family, "parameters": profile.parameters, "size_bytes": profile.size_bytes,
+        "op_counts": profile.op_counts,
+    }
+
+
+def lm_model_section(model: LanguageModelRef) -> dict:
+    """Return the report's `model` section for a decoder language model."""
+    return {
+        "uri": model.uri, "name": model.name, "version": model.version, "sha256": model.sha256,
+        "source_format": "hf-causal-lm", "model_dir": str(model.model_dir),
+        "family": "decoder-lm", "parameters": model.parameters, "size_bytes": model.size_bytes,
+    }
+
+
 def build_report(
-    *, model: ModelRef, profile: ModelProfile, task: str, target: str, max_accuracy_drop: float,
+    *, model: dict, task: str, target: str, max_accuracy_drop: float,
     hardware: Hardware, candidates: tuple[Candidate, ...], calibration: CalibrationVerdict,
     calibration_data: Dataset, evaluation_data: Dataset, baseline: Benchmark | None,
     attempts: tuple[Attempt, ...], sensitivity: tuple[GroupScore, ...], gate: GateDecision,
+    baseline_format: str = "onnx-fp32", failures: tuple[dict, ...] = (),
 ) -> dict:
     """Return the report as a JSON-ready dict."""
     return {
@@ -38,30 +60,31 @@ def build_report(
         "target": target,
         "max_accuracy_drop": max_accuracy_drop,
         "hardware": {**asdict(hardware), "description": hardware.describe()},
-        "model": {
-            "uri": model.uri, "name": model.name, "version": model.version, "sha256": model.sha256,
-            "source_format": model.source_format, "onnx_path": str(model.onnx_path),
-            "family": profile.family, "parameters": profile.parameters, "size_bytes": profile.size_bytes,
-            "op_counts": profile.op_counts,
-        },
+        "model": model,
         "candidates": [asdict(c) for c in candidates],
         "calibration": {"path": str(calibration_data.path), **asdict(calibration)},
         "evaluation_data": {
             "path": str(evaluation_data.path), "sha256": evaluation_data.sha256, "samples": len(evaluation_data),
         },
-        "baseline": {"format": "onnx-fp32", "benchmark": None if baseline is None else asdict(baseline)},
+        "baseline": {
+            "format": baseline_format, "benchmark": None if baseline is None else asdict(baseline),
+            "headline": None if baseline is None else baseline.headline()[1],
+        },
         "attempts": [_attempt(a, baseline, max_accuracy_drop) for a in attempts],
+        "failures": list(failures),
         "sensitivity": [asdict(s) for s in sensitivity],
         "gate": asdict(gate),
         "mlflow": None,
     }
 
 
-def _attempt(attempt: Attempt, baseline: Benchmark | None, budget: float) -> dict:
+def _attempt(attempt: Attempt, baseline: Benchmark | LMBenchmark | None, budget: float) -> dict:
     ev, bench = attempt.evaluation, attempt.benchmark
-    speedup = None
+    speedup = per_batch = None
     if bench is not None and baseline is not None:
-        speedup = {b: bench.throughput[b] / baseline.throughput[b] for b in bench.throughput}
+        speedup = bench.headline()[0] / baseline.headline()[0]
+        if isinstance(bench, Benchmark):
+            per_batch = {b: bench.throughput[b] / baseline.throughput[b] for b in bench.throughput}
     return {
         "index": attempt.index,
         "format": attempt.format,
@@ -80,7 +103,8 @@ def _attempt(attempt: Attempt, baseline: Benchmark | None, budget: float) -> dic
         "per_slice": ev.per_slice,
         "worst_disagreements": list(ev.worst),
         "benchmark": None if bench is None else asdict(bench),
-        "throughput_ratio_vs_fp32": speedup,
+        "speedup_vs_baseline": speedup,
+        "throughput_ratio_vs_fp32": per_batch,
         "size_ratio_vs_fp32": None if baseline is None else attempt.artifact.size_bytes / baseline.size_bytes,
     }
 
@@ -108,29 +132,37 @@ def render_summary(report: dict) -> str:
         f"{cal['in_range_fraction']:.2%} of eval values in range",
     ]
     baseline = report["baseline"]["benchmark"]
-    header = f"{'#':>2}  {'attempt':<56} {'metric':>8} {'drop':>6} {'size MB':>8} {'thr b1':>8} {'thr b32':>8} {'x b32':>6}"
+    header = f"{'#':>2}  {'attempt':<56} {'metric':>9} {'drop':>7} {'size MB':>8} {'speed':>9} {'x base':>7}"
     lines += ["", header, "-" * len(header)]
     if baseline is not None:
         first = report["attempts"][0] if report["attempts"] else None
         metric = f"{first['baseline_metric']:.2f}" if first else "-"
         lines.append(
-            f"{'-':>2}  {'onnx-fp32 (baseline)':<56} {metric:>8} {'':>6} {baseline['size_bytes'] / 1e6:>8.2f} "
-            f"{baseline['throughput']['1']:>8.1f} {baseline['throughput']['32']:>8.1f} {'1.00':>6}"
+            f"{'-':>2}  {report['baseline']['format'] + ' (baseline)':<56} {metric:>9} {'':>7} "
+            f"{baseline['size_bytes'] / 1e6:>8.2f} {_headline(baseline):>9} {'1.00':>7}"
         )
     for a in report["attempts"]:
-        bench = a["benchmark"]
-        thr1 = f"{bench['throughput']['1']:.1f}" if bench else "-"
-        thr32 = f"{bench['throughput']['32']:.1f}" if bench else "-"
-        ratio = f"{a['throughput_ratio_vs_fp32']['32']:.2f}" if a["throughput_ratio_vs_fp32"] else "-"
+        speed = _headline(a["benchmark"]) if a["benchmark"] else "-"
+        ratio = f"{a['speedup_vs_baseline']:.2f}" if a["speedup_vs_baseline"] else "-"
         mark = "*" if a["index"] == gate["chosen_attempt"] else " "
         lines.append(
-            f"{a['index']:>2}{mark} {a['description'][:56]:<56} {a['quantized_metric']:>8.2f} {a['accuracy_drop']:>6.2f} "
-            f"{a['size_bytes'] / 1e6:>8.2f} {thr1:>8} {thr32:>8} {ratio:>6}"
+            f"{a['index']:>2}{mark} {a['description'][:56]:<56} {a['quantized_metric']:>9.2f} {a['accuracy_drop']:>7.2f} "
+            f"{a['size_bytes'] / 1e6:>8.2f} {speed:>9} {ratio:>7}"
         )
+    for failure in report.get("failures", []):
+        lines.append(f"{'x':>2}  {failure['format']:<56} failed: {failure['reason'][:80]}")
     if report["attempts"]:
-        lines.append(f"metric: {report['attempts'][0]['metric_name']} (%); throughput in samples/s; * = chosen")
+        drop = "% perplexity increase" if report["attempts"][0]["metric_name"] == "perplexity" else "points"
+        lines.append(
+            f"metric: {report['attempts'][0]['metric_name']}; drop in {drop}; speed: {report['baseline']['headline']}; * = chosen"
+        )
     lines += ["", f"gate      {gate['status'].upper()}"] + [f"          - {r}" for r in gate["reasons"]]
     if report.get("mlflow"):
         m = report["mlflow"]
         lines.append(f"mlflow    run {m['run_id']}" + (f", registered {m['registered_model']} v{m['version']} @{m['alias']}" if m.get("version") else ""))
     return "\n".join(lines)
+
+
+def _headline(bench: dict) -> str:
+    value = bench["throughput"]["32"] if "throughput" in bench else bench["decode_tokens_per_s"]
+    return f"{value:.1f}"

@@ -102,16 +102,17 @@ def _resolve_registry(uri: str, workdir: Path) -> ModelRef:
     from quantmill.tracking import download_registered_model
 
     local, name, version = download_registered_model(uri, workdir / "registry")
-    mlmodel = _read_mlmodel(local)
+    mlmodel = read_mlmodel(local)
     flavors = mlmodel.get("flavors", {})
     if "onnx" in flavors:
         return _onnx_ref(local / flavors["onnx"]["data"], uri, name, version, workdir)
     if "transformers" in flavors:
-        return _resolve_hf_dir(_transformers_weights_dir(local), uri, name, version, workdir)
+        return _resolve_hf_dir(transformers_weights_dir(local), uri, name, version, workdir)
     raise InputError(uri, f"unsupported MLflow flavor(s) {sorted(flavors)}; expected onnx or transformers")
 
 
-def _read_mlmodel(local: Path) -> dict:
+def read_mlmodel(local: Path) -> dict:
+    """Return the parsed MLmodel file of a downloaded registry model. Raises InputError if absent."""
     import yaml
 
     mlmodel = local / "MLmodel"
@@ -120,7 +121,9 @@ def _read_mlmodel(local: Path) -> dict:
     return yaml.safe_load(mlmodel.read_text())
 
 
-def _transformers_weights_dir(local: Path) -> Path:
+def transformers_weights_dir(local: Path) -> Path:
+    """Return the Hugging Face directory inside a downloaded transformers-flavor model, with
+    its tokenizer files beside the weights. Raises InputError when the weights were not saved."""
     model_dir = local / "model"
     if not model_dir.is_dir():
         raise InputError(local, "transformers flavor without saved weights (save_pretrained=False)")

@@ -98,13 +98,17 @@ def record_run(report: dict, report_path: Path, artifact_dir: Path | None, regis
         if register_as is None:
             return Registration(run.info.run_id, None, None, None)
         chosen = next(a for a in report["attempts"] if a["index"] == report["gate"]["chosen_attempt"])
-        import onnx
+        if chosen["path"].endswith(".onnx"):
+            import onnx
 
-        info = mlflow.onnx.log_model(
-            onnx_model=onnx.load(chosen["path"]), name="quantized_model", registered_model_name=register_as,
-            save_as_external_data=False,
-        )
-    version = str(info.registered_model_version)
+            info = mlflow.onnx.log_model(
+                onnx_model=onnx.load(chosen["path"]), name="quantized_model", registered_model_name=register_as,
+                save_as_external_data=False,
+            )
+            version = str(info.registered_model_version)
+        else:
+            # No MLflow flavor loads GGUF: the version points at the logged artifact folder.
+            version = _register_files(registry, register_as, mlflow.get_artifact_uri("chosen_artifact"), run.info.run_id)
     for key, value in {
         "source_model": model["name"], "source_version": str(model["version"]), "source_sha256": model["sha256"],
         "format": chosen["format"], "gate_status": report["gate"]["status"],
@@ -114,6 +118,17 @@ def record_run(report: dict, report_path: Path, artifact_dir: Path | None, regis
     if alias:
         registry.set_registered_model_alias(register_as, alias, version)
     return Registration(run.info.run_id, register_as, version, alias)
+
+
+def _register_files(registry, name: str, source: str, run_id: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registry.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    return str(registry.create_model_version(name, source, run_id=run_id).version)
 
 
 def _params(report: dict) -> dict[str, str]:
@@ -133,68 +148,21 @@ def _metrics(report: dict) -> dict[str, float]:
         "calibration.ks_statistic": cal["ks_statistic"], "calibration.ks_pvalue": cal["ks_pvalue"],
         "calibration.in_range_fraction": cal["in_range_fraction"],
     }
-    baseline = report["baseline"]["benchmark"]
-    if baseline:
-        metrics |= {f"fp32.throughput_b{b}": v for b, v in baseline["throughput"].items()}
-        metrics["fp32.size_bytes"] = baseline["size_bytes"]
+    metrics |= _numbers("baseline", report["baseline"]["benchmark"] or {})
     for a in report["attempts"]:
         prefix = f"attempt{a['index']}"
         metrics |= {f"{prefix}.quantized_metric": a["quantized_metric"], f"{prefix}.accuracy_drop": a["accuracy_drop"],
                     f"{prefix}.size_bytes": a["size_bytes"]}
-        if a["benchmark"]:
-            bench = a["benchmark"]
-            metrics |= {f"{prefix}.throughput_b{b}": v for b, v in bench["throughput"].items()}
-            metrics |= {f"{prefix}.p50_ms_b{b}": v["p50"] for b, v in bench["latency_ms"].items()}
-            metrics[f"{prefix}.peak_rss_bytes"] = bench["peak_rss_bytes"]
+        metrics |= _numbers(prefix, a["benchmark"] or {})
     return metrics
 
 
-def register_source_model(path: Path, name: str) -> str:
-    """Register the model at path under name and return the new version, unless the latest
-    version already holds the same weights (tag source_sha256), whose version is returned.
-
-    path is an ONNX file (onnx flavor) or a Hugging Face directory (transformers flavor).
-    Raises InputError when path is neither.
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from quantmill.hashing import sha256_file, sha256_files
-
-    registry = client()
-    if path.is_file() and path.suffix == ".onnx":
-        digest = sha256_file(path)
-    elif path.is_dir() and list(path.glob("*.safetensors")):
-        digest = sha256_files(path.glob("*.safetensors"), path)
-    else:
-        raise InputError(path, "neither an ONNX file nor a Hugging Face directory with safetensors weights")
-    try:
-        latest = registry.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"], max_results=1)
-    except MlflowException:
-        latest = []
-    if latest and latest[0].tags.get("source_sha256") == digest:
-        return str(latest[0].version)
-    with mlflow.start_run(run_name=f"register-{name}"):
-        if path.is_file():
-            import onnx
-
-            info = mlflow.onnx.log_model(onnx_model=onnx.load(str(path)), name="model", registered_model_name=name)
-        else:
-            from transformers import AutoModel, AutoTokenizer
-
-            components = {
-                "model": AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False),
-                "tokenizer": AutoTokenizer.from_pretrained(path, trust_remote_code=False),
-            }
-            from importlib.metadata import version as installed
-
-            # Stated outright: MLflow's inference of requirements imports torchvision,
-            # which an encoder does not need.
-            requirements = [f"{pkg}=={installed(pkg)}" for pkg in ("torch", "transformers", "tokenizers")]
-            info = mlflow.transformers.log_model(
-                components, name="model", task="feature-extraction", registered_model_name=name,
-                pip_requirements=requirements,
-            )
-    version = str(info.registered_model_version)
-    registry.set_model_version_tag(name, version, "source_sha256", digest)
-    return version
+def _numbers(prefix: str, values: dict) -> dict[str, float]:
+    found = {}
+    for key, value in values.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, dict):
+            found |= _numbers(name, value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            found[name] = float(value)
+    return found

@@ -19,6 +19,6 @@ def benchmark_task(models: dict[str, Path], data: Dataset, seconds_per_batch: fl
 
 
 @task(name="describe-hardware", **EPHEMERAL)
-def hardware_task() -> Hardware:
-    """Return the hardware this worker benchmarks on."""
-    return local_cpu()
+def hardware_task(runtime: str | None = None) -> Hardware:
+    """Return the hardware this worker benchmarks on, with the runtime (default ONNX Runtime)."""
+    return local_cpu(runtime)

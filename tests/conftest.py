@@ -12,7 +12,7 @@ from quantmill.zoo.minilm import write_text_sets
 
 REPO = Path(__file__).resolve().parent.parent
 # Built models survive between runs here (git-ignored), so a second `make test` skips training.
-MODEL_CACHE = REPO / ".quantmill" / "test-models"
+MODEL_CACHE = REPO / ".quantmill" / "models"
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +39,10 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    from quantmill.zoo.tiny_llama import build_tiny_llama
+
+    return build_tiny_llama(MODEL_CACHE)

@@ -60,7 +60,7 @@ def test_digits_from_the_registry_end_to_end(digits, tmp_path, capsys):
         assert registered.tags["source_version"] == version and registered.tags["format"] == "onnx-int8-static"
         assert registered.tags["gate_status"] == "passed"
     else:
-        assert gate["status"] == "manual_review" and any("slower than FP32" in r for r in gate["reasons"])
+        assert gate["status"] == "manual_review" and any("slower than full precision" in r for r in gate["reasons"])
         assert registry.search_registered_models("name = 'digits-cnn-quantized'") == []
 
 

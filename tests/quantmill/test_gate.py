@@ -4,7 +4,7 @@ from quantmill.attempts import Attempt
 from quantmill.benchmark import Benchmark
 from quantmill.calibration import CalibrationVerdict
 from quantmill.evaluation import Evaluation
-from quantmill.exporters.onnx import ExportedArtifact
+from quantmill.exporters.artifact import ExportedArtifact
 from quantmill.gate import FAILED, MANUAL_REVIEW, PASSED, decide
 from quantmill.quantizers.onnx_runtime import QuantizeOptions
 
@@ -26,7 +26,7 @@ def _attempt(index, drop, throughput):
 def test_first_attempt_within_budget_and_faster_passes():
     decision = decide(_verdict(), (_attempt(1, 2.0, 300), _attempt(2, 0.5, 200)), _bench(100), 1.0, "cpu")
     assert decision.status == PASSED and decision.chosen_attempt == 2
-    assert "2.00x FP32 throughput" in decision.reasons[-1]
+    assert "2.00x the full-precision baseline's samples/s at batch 32" in decision.reasons[-1]
 
 
 def test_no_attempt_within_budget_fails():

@@ -1,5 +1,5 @@
-"""Publish a quantized ONNX model: the model, a metadata JSON beside it and its sha256,
-written to a temporary folder and moved into place whole."""
+"""Publish a quantized model file (ONNX, GGUF): the file, a metadata JSON beside it and its
+sha256, written to a temporary folder and moved into place whole."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ from pathlib import Path
 
 from quantmill.hashing import sha256_file
 
-MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
-CHECKSUM_FILE = "model.onnx.sha256"
 
 
 @dataclass(frozen=True)
@@ -27,8 +25,9 @@ class ExportedArtifact:
     size_bytes: int
 
 
-def export_onnx(model: Path, destination: Path, metadata: dict) -> ExportedArtifact:
-    """Publish model into the folder destination with metadata.json and model.onnx.sha256.
+def export_artifact(model: Path, destination: Path, metadata: dict) -> ExportedArtifact:
+    """Publish model into the folder destination as model<suffix>, with metadata.json and
+    model<suffix>.sha256.
 
     An existing destination is replaced only once the new folder is complete, so readers
     see the old artifact or the new one, never a mix. Raises OSError on I/O failure.
@@ -36,13 +35,14 @@ def export_onnx(model: Path, destination: Path, metadata: dict) -> ExportedArtif
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
-        target = staging / MODEL_FILE
+        filename = f"model{model.suffix}"
+        target = staging / filename
         shutil.copyfile(model, target)
         digest = sha256_file(target)
         size = target.stat().st_size
-        full = {**metadata, "file": MODEL_FILE, "sha256": digest, "size_bytes": size}
+        full = {**metadata, "file": filename, "sha256": digest, "size_bytes": size}
         (staging / METADATA_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
-        (staging / CHECKSUM_FILE).write_text(f"{digest}  {MODEL_FILE}\n")
+        (staging / f"{filename}.sha256").write_text(f"{digest}  {filename}\n")
         _fsync_dir(staging)
         if destination.exists():
             retired = destination.with_name(f".{destination.name}.old")
@@ -55,7 +55,7 @@ def export_onnx(model: Path, destination: Path, metadata: dict) -> ExportedArtif
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return ExportedArtifact(destination, destination / MODEL_FILE, digest, size)
+    return ExportedArtifact(destination, destination / filename, digest, size)
 
 
 def _fsync_dir(directory: Path) -> None:

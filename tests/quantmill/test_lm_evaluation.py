@@ -1,0 +1,30 @@
+import math
+
+import numpy as np
+import pytest
+
+from quantmill.lm_evaluation import compare
+
+
+def test_uniform_logits_have_perplexity_equal_to_the_vocabulary():
+    windows = np.array([[1, 2, 3, 4, 5]])
+    uniform = np.zeros((1, 4, 8))
+    result = compare(uniform, uniform, windows)
+    assert result.baseline_metric == pytest.approx(8.0)
+    assert result.accuracy_drop == pytest.approx(0.0)
+    assert result.secondary["mean_kl"] == pytest.approx(0.0)
+
+
+def test_a_case_worked_by_hand():
+    # Two-token vocabulary, target always token 0. Reference p = (1/2, 1/2): perplexity 2.
+    # Candidate q = (1/4, 3/4): perplexity 4, i.e. +100 %; KL(p||q) = 1/2 ln 2 + 1/2 ln(2/3).
+    windows = np.array([[0, 0, 0]])
+    reference = np.zeros((1, 2, 2))
+    candidate = np.log(np.array([[[0.25, 0.75], [0.25, 0.75]]]))
+    result = compare(reference, candidate, windows)
+    assert result.metric_name == "perplexity"
+    assert (result.baseline_metric, result.quantized_metric) == (pytest.approx(2.0), pytest.approx(4.0))
+    assert result.accuracy_drop == pytest.approx(100.0)
+    assert result.secondary["mean_kl"] == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(2 / 3))
+    # argmax of the uniform reference is token 0; the candidate's is token 1.
+    assert result.secondary["top1_agreement"] == pytest.approx(0.0)
