@@ -1,5 +1,6 @@
-"""The demo: two real models registered in MLflow, each taken through the quantize-model
-flow from the registry, on the embedded default (ephemeral Prefect API, SQLite MLflow)."""
+"""The demo: three real models registered in MLflow, each taken through quantmill from the
+registry on the embedded default (ephemeral Prefect API, SQLite MLflow): a digits CNN and
+the MiniLM encoder to ONNX Runtime INT8, a Llama trained here to GGUF for llama.cpp."""
 
 from __future__ import annotations
 
@@ -16,15 +17,18 @@ from quantmill.zoo.minilm import minilm_dir, write_text_sets
 # neighbour; 10 points lets INT8 through only when 9 of 10 neighbours survive quantization.
 EMBEDDING_BUDGET = 10.0
 CLASSIFICATION_BUDGET = 1.0
+PERPLEXITY_BUDGET = 5.0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build, register and quantize both demo models; print both summaries. Returns 0 when
-    both flows completed, whatever their gates said (the gate's verdict is the demo)."""
+    """Build, register and quantize the demo models; print their summaries. Returns 0 when
+    every flow completed, whatever its gate said (the gate's verdict is the demo)."""
     parser = argparse.ArgumentParser(prog="python -m flows.demo")
     parser.add_argument("--out", type=Path, default=Path("demo-out"))
     args = parser.parse_args(argv)
+    from flows.quantize_lm import quantize_language_model
     from flows.quantize_model import quantize_model
+    from quantmill.zoo.tiny_llama import build_tiny_llama
 
     data = quantmill_home() / "models"
     digits = build_digits(data / "digits")
@@ -42,6 +46,15 @@ def main(argv: list[str] | None = None) -> int:
             eval_data=str(evaluation), max_accuracy_drop=budget, out_dir=str(args.out / name),
         )
         summaries.append(render_summary(report))
+    llama = build_tiny_llama(data)
+    print(f"tiny Llama trained here in {llama.train_seconds:.0f} s: held-out perplexity "
+          f"{llama.heldout_perplexity:.1f} (unigram baseline {llama.unigram_perplexity:.1f})")
+    version = register_source_model(llama.model_dir, "tiny-llama-stdlib")
+    report = quantize_language_model(
+        model=f"models:/tiny-llama-stdlib/{version}", calibration_data=str(llama.train_text),
+        eval_data=str(llama.heldout_text), max_ppl_increase=PERPLEXITY_BUDGET, out_dir=str(args.out / "tiny-llama-stdlib"),
+    )
+    summaries.append(render_summary(report))
     print("\n\n".join(summaries))
     print(f"\nreports: {args.out.resolve()}/*/report.json; MLflow store: {quantmill_home()}")
     return 0

@@ -17,15 +17,21 @@ from quantmill.hashing import sha256_file
 WINDOW = 128
 
 
+# No tokenizer here averages more than this many characters per token, so a prefix this
+# long per wanted token is enough text to tokenize.
+_CHARS_PER_TOKEN = 16
+
+
 def token_windows(model_dir: Path, text_path: Path, windows: int, window: int = WINDOW) -> np.ndarray:
     """Return up to `windows` consecutive windows of window+1 token ids of text_path,
-    tokenized with model_dir's SentencePiece model, each starting with BOS."""
-    import sentencepiece as spm
+    tokenized with model_dir's own tokenizer, each starting with BOS."""
+    from transformers import AutoTokenizer
 
-    processor = spm.SentencePieceProcessor(model_file=str(model_dir / "tokenizer.model"))
-    ids = np.asarray(processor.encode(text_path.read_text(encoding="utf-8")), dtype=np.int64)
-    count = min(windows, (len(ids) - 1) // window)
-    rows = [np.concatenate([[processor.bos_id()], ids[i * window:(i + 1) * window]]) for i in range(count)]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    text = text_path.read_text(encoding="utf-8")[: windows * window * _CHARS_PER_TOKEN]
+    ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+    count = min(windows, len(ids) // window)
+    rows = [np.concatenate([[tokenizer.bos_token_id], ids[i * window:(i + 1) * window]]) for i in range(count)]
     return np.stack(rows) if rows else np.zeros((0, window + 1), dtype=np.int64)
 
 

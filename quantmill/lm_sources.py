@@ -1,5 +1,5 @@
 """Resolve a decoder language model: a Hugging Face directory (safetensors, config,
-SentencePiece tokenizer.model) or a transformers-flavor MLflow model URI."""
+tokenizer) or a transformers-flavor MLflow model URI."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def resolve_language_model(uri: str, workdir: Path) -> LanguageModelRef:
     """Return the LanguageModelRef for uri.
 
     Raises InputError when the directory is missing, is not a causal LM, has no
-    safetensors weights (pickles are never loaded) or no SentencePiece tokenizer.model.
+    safetensors weights (pickles are never loaded) or no tokenizer.
     """
     name, version = None, None
     if uri.startswith(REGISTRY_SCHEME):
@@ -53,8 +53,8 @@ def resolve_language_model(uri: str, workdir: Path) -> LanguageModelRef:
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         raise InputError(path, "no safetensors weights (pickles are never loaded)")
-    if not (path / "tokenizer.model").is_file():
-        raise InputError(path, "no SentencePiece tokenizer.model")
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model")):
+        raise InputError(path, "no tokenizer (tokenizer.json or tokenizer.model)")
     return LanguageModelRef(
         uri, name or path.name, version, path, sha256_files(weights, path),
         _parameters(weights), sum(w.stat().st_size for w in weights),

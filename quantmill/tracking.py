@@ -166,3 +166,61 @@ def _numbers(prefix: str, values: dict) -> dict[str, float]:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             found[name] = float(value)
     return found
+
+
+def register_source_model(path: Path, name: str) -> str:
+    """Register the model at path under name and return the new version, unless the latest
+    version already holds the same weights (tag source_sha256), whose version is returned.
+
+    path is an ONNX file (onnx flavor) or a Hugging Face directory (transformers flavor).
+    Raises InputError when path is neither.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from quantmill.hashing import sha256_file, sha256_files
+
+    registry = client()
+    if path.is_file() and path.suffix == ".onnx":
+        digest = sha256_file(path)
+    elif path.is_dir() and list(path.glob("*.safetensors")):
+        digest = sha256_files(path.glob("*.safetensors"), path)
+    else:
+        raise InputError(path, "neither an ONNX file nor a Hugging Face directory with safetensors weights")
+    try:
+        latest = registry.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"], max_results=1)
+    except MlflowException:
+        latest = []
+    if latest and latest[0].tags.get("source_sha256") == digest:
+        return str(latest[0].version)
+    with mlflow.start_run(run_name=f"register-{name}"):
+        if path.is_file():
+            import onnx
+
+            info = mlflow.onnx.log_model(onnx_model=onnx.load(str(path)), name="model", registered_model_name=name)
+        else:
+            import json
+
+            from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+            architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
+            causal = any(a.endswith("ForCausalLM") for a in architectures)
+            components = {
+                "model": (AutoModelForCausalLM if causal else AutoModel).from_pretrained(
+                    path, use_safetensors=True, trust_remote_code=False
+                ),
+                "tokenizer": AutoTokenizer.from_pretrained(path, trust_remote_code=False),
+            }
+            from importlib.metadata import version as installed
+
+            # Stated outright: MLflow's inference of requirements imports torchvision,
+            # which an encoder does not need.
+            requirements = [f"{pkg}=={installed(pkg)}" for pkg in ("torch", "transformers", "tokenizers")]
+            info = mlflow.transformers.log_model(
+                components, name="model", task="text-generation" if causal else "feature-extraction",
+                registered_model_name=name,
+                pip_requirements=requirements,
+            )
+    version = str(info.registered_model_version)
+    registry.set_model_version_tag(name, version, "source_sha256", digest)
+    return version

@@ -79,3 +79,22 @@ def test_empty_text_calibration_set(capsys, text_sets, tmp_path, quantmill_home)
     empty.write_text("")
     code, err = _run(capsys, minilm_dir(), empty, text_sets[1], task="embedding")
     _assert_rejected(code, err, empty, "empty: no lines with a 'text' field", quantmill_home)
+
+
+def test_language_model_directory_without_a_causal_lm(capsys, tiny_llama, tmp_path, quantmill_home):
+    encoder_like = tmp_path / "not-an-lm"
+    encoder_like.mkdir()
+    (encoder_like / "config.json").write_text('{"architectures": ["BertModel"]}')
+    code = main(["run", str(encoder_like), "--task", "language-modeling", "--calibration-data",
+                 str(tiny_llama.train_text), "--eval-data", str(tiny_llama.heldout_text)])
+    err = capsys.readouterr().err.strip()
+    _assert_rejected(code, err, encoder_like / "config.json", "not a causal language model (architectures: ['BertModel'])", quantmill_home)
+
+
+def test_language_model_eval_text_too_short(capsys, tiny_llama, tmp_path, quantmill_home):
+    short = tmp_path / "heldout.txt"
+    short.write_text("def f(): pass\n")
+    code = main(["run", str(tiny_llama.model_dir), "--task", "language-modeling", "--calibration-data",
+                 str(tiny_llama.train_text), "--eval-data", str(short)])
+    err = capsys.readouterr().err.strip()
+    _assert_rejected(code, err, short, "too little text", quantmill_home)
