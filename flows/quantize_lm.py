@@ -1,5 +1,5 @@
-"""The quantize-language-model flow: a decoder LM to GGUF formats for llama.cpp, the formats
-made in parallel, one failing format recorded without stopping the others."""
+"""The quantize-language-model flow: a decoder LM to GGUF for llama.cpp and AWQ 4-bit, the
+formats made in parallel, one failing format recorded without stopping the others."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ from tasks.calibration import validate_calibration_task
 from tasks.export import export_task
 from tasks.gate import gate_task
 from tasks.language_model import (
-    benchmark_gguf_task,
+    benchmark_lm_task,
     convert_gguf_task,
+    evaluate_checkpoint_task,
     evaluate_gguf_task,
+    quantize_awq_task,
     quantize_gguf_task,
     reference_logits_task,
     resolve_language_model_task,
@@ -54,7 +56,9 @@ def quantize_language_model(
     logger = get_run_logger()
     out = Path(out_dir).resolve()
     ref = resolve_language_model_task(model, quantmill_home() / "work")
-    hardware = hardware_task(f"llama.cpp via llama-cpp-python {version('llama-cpp-python')}")
+    hardware = hardware_task(
+        f"llama.cpp via llama-cpp-python {version('llama-cpp-python')}; transformers {version('transformers')} for AWQ"
+    )
     candidates = select_formats_task("decoder-lm", target, max_ppl_increase, Path(table_dir))
     policy = CalibrationPolicy(min_samples=8, recommended_samples=16)
     calibration = text_dataset_task(ref, Path(calibration_data), max(eval_windows, policy.recommended_samples))
@@ -70,11 +74,15 @@ def quantize_language_model(
         chains = []
         for index, candidate in enumerate(candidates, 1):
             step = Step(QuantizeOptions(candidate.format), f"candidate: {candidate.reason}")
-            quantized = quantize_gguf_task.submit(f16, work / f"{candidate.format}.gguf", candidate.format)
-            evaluated = evaluate_gguf_task.submit(quantized, reference, windows)
+            if candidate.format == "awq-w4a16":
+                quantized = quantize_awq_task.submit(ref, work / candidate.format, calibration)
+                evaluated = evaluate_checkpoint_task.submit(quantized, reference, windows)
+            else:
+                quantized = quantize_gguf_task.submit(f16, work / f"{candidate.format}.gguf", candidate.format)
+                evaluated = evaluate_gguf_task.submit(quantized, reference, windows)
             exported = export_task.submit(
                 quantized, out / "attempts" / f"{index:02d}-{candidate.format}",
-                artifact_metadata(step.options, ref.uri, ref.sha256, ref.version, None),
+                artifact_metadata(step.options, ref.uri, ref.sha256, ref.version, calibration.sha256),
             )
             chains.append((index, step, quantized, evaluated, exported))
         for index, step, *futures in chains:
@@ -89,7 +97,11 @@ def quantize_language_model(
                 continue
             attempts.append(Attempt(index, step.options, step.reason, futures[2].result(), futures[1].result(), None))
         if attempts:
-            measured = benchmark_gguf_task({"f16": f16} | {str(a.index): a.artifact.path for a in attempts})
+            files = {str(a.index): a.artifact.path for a in attempts}
+            measured = benchmark_lm_task(
+                {"f16": f16} | {k: p for k, p in files.items() if p.is_file()},
+                {k: p for k, p in files.items() if p.is_dir()},
+            )
             baseline = measured["f16"]
             attempts = [replace(a, benchmark=measured[str(a.index)]) for a in attempts]
 

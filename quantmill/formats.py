@@ -26,10 +26,11 @@ FORMATS = {
         Format("onnx-fp16", "onnxruntime", "FP16 weights and compute, FP32 inputs and outputs", False),
         Format("gguf-q8_0", "llama.cpp", "GGUF Q8_0: 8-bit blocks of 32 weights", False),
         Format("gguf-q4_k_m", "llama.cpp", "GGUF Q4_K_M: 4-bit k-quants, 6-bit for sensitive tensors", False),
+        Format("awq-w4a16", "transformers (compressed-tensors)", "AWQ 4-bit weights, group size 128, 16-bit activations", True),
     )
 }
 ONNX_FORMATS = ("onnx-int8-static", "onnx-int8-dynamic", "onnx-fp16")
-LM_FORMATS = ("gguf-q8_0", "gguf-q4_k_m")
+LM_FORMATS = ("gguf-q8_0", "gguf-q4_k_m", "awq-w4a16")
 TARGETS = ("cpu",)
 # With nothing measured, the formats whose accuracy does not hang on calibration come
 # first; the last is the fallback every list ends with.

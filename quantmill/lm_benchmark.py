@@ -2,8 +2,8 @@
 size of each GGUF, each measured in a fresh process; beside them the decode bound from
 measured memory bandwidth (bytes read per token / bandwidth) and the fraction reached.
 
-Run as `python -m quantmill.lm_benchmark GGUF PROMPT_TOKENS DECODE_TOKENS` it prints one
-JSON object.
+Run as `python -m quantmill.lm_benchmark RUNTIME MODEL PROMPT_TOKENS DECODE_TOKENS`
+(RUNTIME: llama.cpp or transformers) it prints one JSON object.
 """
 
 from __future__ import annotations
@@ -67,22 +67,35 @@ def bytes_per_token(gguf_path: Path) -> int:
     return total
 
 
-def benchmark_gguf(models: dict[str, Path], prompt_tokens: int = 128, decode_tokens: int = 64) -> dict[str, LMBenchmark]:
-    """Return an LMBenchmark per labelled GGUF, each measured in a fresh process.
+def benchmark_gguf(models: dict[str, Path], prompt_tokens: int = 128, decode_tokens: int = 256) -> dict[str, LMBenchmark]:
+    """Return an LMBenchmark per labelled GGUF, each measured with llama.cpp in a fresh process.
 
     Raises RuntimeError with the worker's last error line when a worker fails.
     """
+    return _benchmark("llama.cpp", models, prompt_tokens, decode_tokens)
+
+
+def benchmark_transformers(models: dict[str, Path], prompt_tokens: int = 128, decode_tokens: int = 64) -> dict[str, LMBenchmark]:
+    """Return an LMBenchmark per labelled Hugging Face checkpoint (an AWQ one included),
+    each measured with transformers on the CPU in a fresh process.
+
+    Raises RuntimeError with the worker's last error line when a worker fails.
+    """
+    return _benchmark("transformers", models, prompt_tokens, decode_tokens)
+
+
+def _benchmark(runtime: str, models: dict[str, Path], prompt_tokens: int, decode_tokens: int) -> dict[str, LMBenchmark]:
     bandwidth = memory_bandwidth_bytes_per_s()
     results = {}
     for label, path in models.items():
         done = subprocess.run(
-            [sys.executable, "-m", "quantmill.lm_benchmark", str(path), str(prompt_tokens), str(decode_tokens)],
+            [sys.executable, "-m", "quantmill.lm_benchmark", runtime, str(path), str(prompt_tokens), str(decode_tokens)],
             capture_output=True, text=True, check=False,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"llama.cpp benchmark of {path} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+            raise RuntimeError(f"{runtime} benchmark of {path} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
         raw = json.loads(done.stdout.strip().splitlines()[-1])
-        per_token = bytes_per_token(path)
+        per_token = raw.pop("bytes_per_token") if "bytes_per_token" in raw else bytes_per_token(path)
         bound = bandwidth / per_token
         results[label] = LMBenchmark(
             **raw, bytes_per_token=per_token, decode_bound_tokens_per_s=bound,
@@ -118,5 +131,37 @@ def _measure(path: Path, prompt_tokens: int, decode_tokens: int) -> dict:
     }
 
 
+def _measure_transformers(path: Path, prompt_tokens: int, decode_tokens: int) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    start = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False).eval()
+    load_ms = 1e3 * (time.perf_counter() - start)
+    embedding = model.get_input_embeddings().weight
+    # Weights as they sit in memory after loading (compressed checkpoints are decompressed),
+    # less the embedding table, of which one row is read per token.
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    per_token = weight_bytes - embedding.numel() * embedding.element_size() + embedding.shape[1] * embedding.element_size()
+    rng = np.random.default_rng(0)
+    prompt = torch.from_numpy(rng.integers(3, embedding.shape[0], (1, prompt_tokens)))
+    with torch.no_grad():
+        model(input_ids=prompt[:, :8])
+        start = time.perf_counter()
+        past = model(input_ids=prompt, use_cache=True).past_key_values
+        prompt_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for token in rng.integers(3, embedding.shape[0], decode_tokens):
+            past = model(input_ids=torch.tensor([[int(token)]]), past_key_values=past, use_cache=True).past_key_values
+        decode_s = time.perf_counter() - start
+    return {
+        "load_ms": load_ms, "prompt_tokens_per_s": prompt_tokens / prompt_s,
+        "decode_tokens_per_s": decode_tokens / decode_s, "peak_rss_bytes": peak_rss_bytes(),
+        "size_bytes": sum(f.stat().st_size for f in path.rglob("*") if f.is_file()), "bytes_per_token": per_token,
+    }
+
+
 if __name__ == "__main__":
-    print(json.dumps(_measure(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))))
+    measure = _measure if sys.argv[1] == "llama.cpp" else _measure_transformers
+    print(json.dumps(measure(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))

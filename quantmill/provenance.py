@@ -9,7 +9,7 @@ from quantmill import __version__
 from quantmill.formats import FORMATS
 from quantmill.quantizers.onnx_runtime import QuantizeOptions
 
-_TOOLS = ("onnx", "onnxruntime", "numpy", "torch", "transformers")
+_TOOLS = ("onnx", "onnxruntime", "numpy", "torch", "transformers", "llama-cpp-python", "llmcompressor", "compressed-tensors")
 
 
 def tool_versions() -> dict[str, str]:

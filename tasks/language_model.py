@@ -11,9 +11,10 @@ from prefect import task
 from quantmill.data import Dataset
 from quantmill.evaluation import Evaluation
 from quantmill.exporters.gguf import SCHEMES, convert_to_gguf, quantize_gguf
-from quantmill.lm_benchmark import LMBenchmark, benchmark_gguf
+from quantmill.lm_benchmark import LMBenchmark, benchmark_gguf, benchmark_transformers
 from quantmill.lm_evaluation import compare, llama_cpp_logits, text_dataset, torch_logits
 from quantmill.lm_sources import LanguageModelRef, resolve_language_model
+from quantmill.quantizers.awq import quantize_awq
 from tasks.policy import EPHEMERAL, transient
 
 
@@ -35,7 +36,7 @@ def convert_gguf_task(model: LanguageModelRef, out_path: Path) -> Path:
     return convert_to_gguf(model.model_dir, out_path)
 
 
-# The next three run in worker threads (.submit), where Prefect cannot enforce a timeout.
+# The tasks below run in worker threads (.submit), where Prefect cannot enforce a timeout.
 @task(name="reference-logits", **EPHEMERAL)
 def reference_logits_task(model: LanguageModelRef, windows: np.ndarray) -> np.ndarray:
     """Return the full-precision (safetensors, PyTorch) logits on the evaluation windows."""
@@ -48,13 +49,27 @@ def quantize_gguf_task(f16: Path, out_path: Path, format_name: str) -> Path:
     return quantize_gguf(f16, out_path, SCHEMES[format_name])
 
 
+@task(name="quantize-awq", **EPHEMERAL)
+def quantize_awq_task(model: LanguageModelRef, out_dir: Path, calibration: Dataset) -> Path:
+    """Return the AWQ W4A16 checkpoint folder made by llm-compressor from the calibration windows."""
+    return quantize_awq(model.model_dir, out_dir, calibration.inputs["input_ids"])
+
+
+@task(name="evaluate-checkpoint", **EPHEMERAL)
+def evaluate_checkpoint_task(checkpoint: Path, reference: np.ndarray, windows: np.ndarray) -> Evaluation:
+    """Return a Hugging Face checkpoint's Evaluation against the full-precision logits, run
+    through transformers on the CPU."""
+    return compare(reference, torch_logits(checkpoint, windows), windows)
+
+
 @task(name="evaluate-gguf", **EPHEMERAL)
 def evaluate_gguf_task(gguf: Path, reference: np.ndarray, windows: np.ndarray) -> Evaluation:
     """Return the GGUF's Evaluation against the full-precision logits, run through llama.cpp."""
     return compare(reference, llama_cpp_logits(gguf, windows), windows)
 
 
-@task(name="benchmark-llama-cpp", timeout_seconds=1800, **EPHEMERAL)
-def benchmark_gguf_task(models: dict[str, Path]) -> dict[str, LMBenchmark]:
-    """Return an LMBenchmark per labelled GGUF, each in a fresh process."""
-    return benchmark_gguf(models)
+@task(name="benchmark-language-models", timeout_seconds=1800, **EPHEMERAL)
+def benchmark_lm_task(gguf: dict[str, Path], checkpoints: dict[str, Path]) -> dict[str, LMBenchmark]:
+    """Return an LMBenchmark per labelled model, each in a fresh process: GGUF files with
+    llama.cpp, checkpoint folders with transformers."""
+    return benchmark_gguf(gguf) | (benchmark_transformers(checkpoints) if checkpoints else {})

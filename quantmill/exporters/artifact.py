@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantmill.hashing import sha256_file
+from quantmill.hashing import sha256_file, sha256_files
 
 METADATA_FILE = "metadata.json"
 
@@ -26,8 +26,9 @@ class ExportedArtifact:
 
 
 def export_artifact(model: Path, destination: Path, metadata: dict) -> ExportedArtifact:
-    """Publish model into the folder destination as model<suffix>, with metadata.json and
-    model<suffix>.sha256.
+    """Publish model (a file, or a checkpoint folder) into the folder destination as
+    model<suffix> (or model/), with metadata.json and model<suffix>.sha256 (for a folder,
+    the sha256 over its files, each prefixed by its relative path).
 
     An existing destination is replaced only once the new folder is complete, so readers
     see the old artifact or the new one, never a mix. Raises OSError on I/O failure.
@@ -35,11 +36,15 @@ def export_artifact(model: Path, destination: Path, metadata: dict) -> ExportedA
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
-        filename = f"model{model.suffix}"
+        filename = "model" if model.is_dir() else f"model{model.suffix}"
         target = staging / filename
-        shutil.copyfile(model, target)
-        digest = sha256_file(target)
-        size = target.stat().st_size
+        if model.is_dir():
+            shutil.copytree(model, target)
+            files = [f for f in target.rglob("*") if f.is_file()]
+            digest, size = sha256_files(files, target), sum(f.stat().st_size for f in files)
+        else:
+            shutil.copyfile(model, target)
+            digest, size = sha256_file(target), target.stat().st_size
         full = {**metadata, "file": filename, "sha256": digest, "size_bytes": size}
         (staging / METADATA_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
         (staging / f"{filename}.sha256").write_text(f"{digest}  {filename}\n")
@@ -59,6 +64,7 @@ def export_artifact(model: Path, destination: Path, metadata: dict) -> ExportedA
 
 
 def _fsync_dir(directory: Path) -> None:
-    for item in directory.iterdir():
-        with open(item, "rb") as handle:
-            os.fsync(handle.fileno())
+    for item in directory.rglob("*"):
+        if item.is_file():
+            with open(item, "rb") as handle:
+                os.fsync(handle.fileno())

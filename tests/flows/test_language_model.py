@@ -2,6 +2,7 @@
 language-model flow fanning out over formats."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -41,12 +42,30 @@ def test_one_format_failing_does_not_stop_the_others(tiny_llama, tmp_path, monke
     ])
     report = json.loads((out / "report.json").read_text())
     assert code == EXIT_CODES[report["gate"]["status"]]
-    assert [c["format"] for c in report["candidates"]] == ["gguf-q8_0", "gguf-q4_k_m"]
+    assert {c["format"] for c in report["candidates"]} == {"gguf-q8_0", "gguf-q4_k_m", "awq-w4a16"}
     assert [f["format"] for f in report["failures"]] == ["gguf-q4_k_m"]
     assert "returned 1" in report["failures"][0]["reason"]
-    assert [a["format"] for a in report["attempts"]] == ["gguf-q8_0"]
-    attempt = report["attempts"][0]
-    assert attempt["metric_name"] == "perplexity" and attempt["accuracy_drop"] < 5
-    assert attempt["benchmark"]["decode_tokens_per_s"] > 0 and 0 < attempt["benchmark"]["fraction_of_bound"] < 1.5
-    assert report["gate"]["chosen_attempt"] == attempt["index"]
-    assert not (out / "attempts" / "02-gguf-q4_k_m").exists()
+    made = {a["format"]: a for a in report["attempts"]}
+    assert set(made) == {"gguf-q8_0", "awq-w4a16"}
+    for attempt in made.values():
+        assert attempt["metric_name"] == "perplexity" and attempt["accuracy_drop"] < 5
+        assert attempt["benchmark"]["decode_tokens_per_s"] > 0 and 0 < attempt["benchmark"]["fraction_of_bound"] < 1.5
+    awq = made["awq-w4a16"]
+    config = json.loads((Path(awq["path"]) / "config.json").read_text())
+    assert config["quantization_config"]["config_groups"]["group_0"]["weights"]["group_size"] == 128
+    assert config["quantization_config"]["config_groups"]["group_0"]["weights"]["num_bits"] == 4
+    assert report["gate"]["chosen_attempt"] in {a["index"] for a in report["attempts"]}
+    assert not any("q4_k_m" in p.name for p in (out / "attempts").iterdir())
+
+
+def test_awq_round_trip_loads_back_in_transformers(tiny_llama, tmp_path):
+    from quantmill.quantizers.awq import quantize_awq
+
+    calibration = token_windows(tiny_llama.model_dir, tiny_llama.train_text, 16)
+    checkpoint = quantize_awq(tiny_llama.model_dir, tmp_path / "awq", calibration)
+    config = json.loads((checkpoint / "config.json").read_text())
+    assert config["quantization_config"]["format"] == "pack-quantized"
+    windows = token_windows(tiny_llama.model_dir, tiny_llama.heldout_text, 8)
+    result = compare(torch_logits(tiny_llama.model_dir, windows), torch_logits(checkpoint, windows), windows)
+    assert 0 < result.secondary["mean_kl"] < 0.05
+    assert abs(result.accuracy_drop) < 5.0
