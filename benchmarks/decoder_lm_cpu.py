@@ -69,7 +69,7 @@ def main() -> None:
             TableRow("decoder-lm", "cpu", fmt, round(quality[fmt].accuracy_drop, 3),
                      round(fp32_bytes / measured[fmt].size_bytes, 3),
                      round(measured[fmt].decode_tokens_per_s / measured[same_runtime[fmt]].decode_tokens_per_s, 3), 1,
-                     f"benchmarks/llama_cpp_cpu.py on {hardware.cpu} {hardware.cores} cores "
+                     f"benchmarks/decoder_lm_cpu.py on {hardware.cpu} {hardware.cores} cores "
                      f"{'+'.join(hardware.isa)} {stamp} (tiny-llama; drop = % perplexity increase)")
             for fmt in LM_FORMATS
         )
