@@ -63,17 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except QuantmillError as err:
         print(f"quantmill: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.task == "language-modeling":
-        from flows.quantize_lm import quantize_language_model
-
-        report = quantize_language_model(
-            model=args.model, calibration_data=str(args.calibration_data.resolve()),
-            eval_data=str(args.eval_data.resolve()), target=args.target, max_ppl_increase=args.max_ppl_increase,
-            out_dir=str(args.out), register_model=not args.no_register, alias=args.alias,
-            **({"table_dir": str(args.benchmark_table.resolve())} if args.benchmark_table else {}),
-        )
-    else:
-        report = _run_onnx(args)
+    report = _run_language_model(args) if args.task == "language-modeling" else _run_onnx(args)
     from quantmill.report import render_summary
 
     print(render_summary(report))
@@ -81,16 +71,27 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_CODES[report["gate"]["status"]]
 
 
+def _common(args: argparse.Namespace) -> dict:
+    return {
+        "model": args.model, "calibration_data": str(args.calibration_data.resolve()),
+        "eval_data": str(args.eval_data.resolve()), "target": args.target, "out_dir": str(args.out),
+        "register_model": not args.no_register, "alias": args.alias,
+        **({"table_dir": str(args.benchmark_table.resolve())} if args.benchmark_table else {}),
+    }
+
+
 def _run_onnx(args: argparse.Namespace) -> dict:
     from flows.quantize_model import quantize_model
 
     return quantize_model(
-        model=args.model, task=args.task, calibration_data=str(args.calibration_data.resolve()),
-        eval_data=str(args.eval_data.resolve()), target=args.target, max_accuracy_drop=args.max_accuracy_drop,
-        out_dir=str(args.out), register_model=not args.no_register, alias=args.alias,
-        benchmark_seconds=args.benchmark_seconds,
-        **({"table_dir": str(args.benchmark_table.resolve())} if args.benchmark_table else {}),
+        task=args.task, max_accuracy_drop=args.max_accuracy_drop, benchmark_seconds=args.benchmark_seconds, **_common(args)
     )
+
+
+def _run_language_model(args: argparse.Namespace) -> dict:
+    from flows.quantize_lm import quantize_language_model
+
+    return quantize_language_model(max_ppl_increase=args.max_ppl_increase, **_common(args))
 
 
 if __name__ == "__main__":

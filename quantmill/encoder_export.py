@@ -7,13 +7,12 @@ user deploys, not on hidden states.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
+from quantmill.atomic import atomic_file
 from quantmill.errors import InputError
 
 OPSET = 17
@@ -81,21 +80,14 @@ def export_encoder(model_dir: Path, onnx_path: Path) -> Path:
     wrapped = _Pooled(encoder, mode, normalize).eval()
     example = (torch.ones(2, 8, dtype=torch.long),) * 2 + (torch.zeros(2, 8, dtype=torch.long),)
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=onnx_path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(onnx_path) as tmp:
         # The TorchScript exporter gives the plain MatMul/Add graph that ONNX Runtime's
         # quantizer and transformer fusions are written for.
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                wrapped, example, tmp, dynamo=False, opset_version=OPSET,
+                wrapped, example, str(tmp), dynamo=False, opset_version=OPSET,
                 input_names=list(INPUT_NAMES), output_names=["sentence_embedding"],
                 dynamic_axes=axes | {"sentence_embedding": {0: "batch"}},
             )
-        os.replace(tmp, onnx_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return onnx_path

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
 from quantmill import __version__
+from quantmill.atomic import atomic_file
 from quantmill.attempts import Attempt
 from quantmill.benchmark import Benchmark
 from quantmill.calibration import CalibrationVerdict
@@ -111,13 +110,9 @@ def _attempt(attempt: Attempt, baseline: Benchmark | LMBenchmark | None, budget:
 
 def write_report(report: dict, out_dir: Path) -> Path:
     """Write report as out_dir/report.json atomically and return its path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / REPORT_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".json", dir=out_dir)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(report, handle, indent=2, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
     return path
 
 

@@ -12,9 +12,9 @@ import ctypes
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
+from quantmill.atomic import atomic_file
 from quantmill.errors import QuantmillError
 
 # ftype numbers from llama.h (LLAMA_FTYPE_MOSTLY_*).
@@ -45,21 +45,14 @@ def convert_to_gguf(model_dir: Path, out_path: Path) -> Path:
     error line when it fails.
     """
     source = llama_cpp_source()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".gguf", dir=out_path.parent)
-    os.close(fd)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source / "gguf-py"), os.environ.get("PYTHONPATH", "")])}
-    try:
+    with atomic_file(out_path) as tmp:
         done = subprocess.run(
-            [sys.executable, str(source / "convert_hf_to_gguf.py"), str(model_dir), "--outfile", tmp, "--outtype", "f16"],
+            [sys.executable, str(source / "convert_hf_to_gguf.py"), str(model_dir), "--outfile", str(tmp), "--outtype", "f16"],
             capture_output=True, text=True, env=env, check=False,
         )
         if done.returncode != 0:
             raise RuntimeError(f"convert_hf_to_gguf.py failed on {model_dir}: {_last_line(done.stderr)}")
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out_path
 
 
@@ -76,16 +69,10 @@ def quantize_gguf(f16_path: Path, out_path: Path, scheme: str) -> Path:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = FTYPES[scheme]
     params.nthread = os.cpu_count() or 1
-    fd, tmp = tempfile.mkstemp(suffix=".gguf", dir=out_path.parent)
-    os.close(fd)
-    try:
-        status = llama_cpp.llama_model_quantize(str(f16_path).encode(), tmp.encode(), ctypes.byref(params))
+    with atomic_file(out_path) as tmp:
+        status = llama_cpp.llama_model_quantize(str(f16_path).encode(), str(tmp).encode(), ctypes.byref(params))
         if status != 0:
             raise RuntimeError(f"llama_model_quantize({f16_path}, {scheme}) returned {status}")
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out_path
 
 

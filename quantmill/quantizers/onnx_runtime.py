@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
+from quantmill.atomic import atomic_file
 from quantmill.data import Dataset
 from quantmill.inspection import QUANTIZABLE_OPS
 
@@ -124,12 +123,6 @@ def preprocessed(model_path: Path, cache_dir: Path) -> Path:
     # optimization, so that the quantizer sees fused, fully shaped nodes.
     prepared = cache_dir / f"{model_path.stem}.preprocessed.onnx"
     if not prepared.exists():
-        fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=cache_dir)
-        os.close(fd)
-        try:
-            quant_pre_process(str(model_path), tmp, skip_symbolic_shape=True)
-            os.replace(tmp, prepared)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_file(prepared) as tmp:
+            quant_pre_process(str(model_path), str(tmp), skip_symbolic_shape=True)
     return prepared

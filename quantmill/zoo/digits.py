@@ -3,8 +3,6 @@ calibration and evaluation sets: the classification model of the demo and the te
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +10,8 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
+
+from quantmill.atomic import atomic_file
 
 INPUT = "pixels"
 
@@ -83,19 +83,14 @@ def _train(net: _Net, x: np.ndarray, y: np.ndarray, epochs: int) -> _Net:
 
 
 def _export(net: _Net, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    with torch.no_grad():
+    with torch.no_grad(), atomic_file(path) as tmp:
         torch.onnx.export(
-            net, (torch.zeros(1, 1, 8, 8),), tmp, dynamo=False, opset_version=17,
+            net, (torch.zeros(1, 1, 8, 8),), str(tmp), dynamo=False, opset_version=17,
             input_names=[INPUT], output_names=["logits"],
             dynamic_axes={INPUT: {0: "batch"}, "logits": {0: "batch"}},
         )
-    os.replace(tmp, path)
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-    os.close(fd)
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        np.savez(tmp, **arrays)

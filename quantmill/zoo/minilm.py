@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import sysconfig
-import tempfile
 from pathlib import Path
+
+from quantmill.atomic import atomic_file
 
 MODULES = (
     "argparse", "asyncio", "collections", "email", "http", "json", "logging", "pathlib",
@@ -58,11 +58,8 @@ def write_text_sets(directory: Path, calibration_size: int = 128, evaluation_siz
     paths = []
     for name, index in split.items():
         path = directory / f"{name}.jsonl"
-        fd, tmp = tempfile.mkstemp(suffix=".jsonl", dir=directory)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for i in index:
-                handle.write(json.dumps({"text": pool[i]}) + "\n")
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            tmp.write_text("".join(json.dumps({"text": pool[i]}) + "\n" for i in index), encoding="utf-8")
         paths.append(path)
     return paths[0], paths[1]
 
