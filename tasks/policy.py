@@ -23,6 +23,12 @@ def transient(task, task_run, state) -> bool:
     except (OSError, TimeoutError):
         return True
     except Exception as err:
-        # MLflow wraps server-side 5xx and unreachable stores in MlflowException.
-        return type(err).__name__ == "MlflowException" and getattr(err, "get_http_status_code", lambda: 500)() >= 500
+        # MLflow wraps server-side 5xx and unreachable stores in MlflowException; botocore
+        # raises its own connection errors and ClientError for S3's 5xx.
+        name = type(err).__name__
+        if name == "MlflowException":
+            return getattr(err, "get_http_status_code", lambda: 500)() >= 500
+        if name == "ClientError":
+            return getattr(err, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
+        return name in {"EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError"}
     return False

@@ -10,17 +10,24 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from quantmill.gate import PASSED
 from quantmill.report import render_summary, write_report
+from quantmill.storage import s3_from_env, upload_artifact
 from quantmill.tracking import record_run
 from tasks.policy import EPHEMERAL, transient
 
 
 @task(name="record", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=transient, **EPHEMERAL)
 def record_task(report: dict, out_dir: Path, register: bool, alias: str) -> dict:
-    """Write report.json, log the MLflow run, and register the chosen artifact when the gate
-    passed and register is set. Returns the report with its `mlflow` section filled in."""
-    report_path = write_report(report, out_dir)
+    """Upload the chosen artifact to S3 when QUANTMILL_S3_BUCKET is set, write report.json,
+    log the MLflow run, and register the chosen artifact when the gate passed and register
+    is set. Returns the report with its `storage` and `mlflow` sections filled in."""
     gate = report["gate"]
     chosen = next((a for a in report["attempts"] if a["index"] == gate["chosen_attempt"]), None)
+    location = s3_from_env()
+    if location is not None and chosen is not None:
+        model = report["model"]
+        name = f"{model['name']}/{model['version'] or model['sha256'][:12]}/{chosen['format']}"
+        report = {**report, "storage": {"s3_uri": upload_artifact(Path(chosen["path"]).parent, location, name)}}
+    report_path = write_report(report, out_dir)
     ship = register and gate["status"] == PASSED and chosen is not None
     registration = record_run(
         report, report_path,

@@ -127,3 +127,21 @@ def test_a_miss_escalates_through_calibration_methods_sensitivity_and_fallback(t
     if last["format"] == "onnx-fp16":
         assert all(a["accuracy_drop"] > 5 for a in static) and "last resort" in last["reason"]
     assert last["accuracy_drop"] <= 5 and report["gate"]["chosen_attempt"] == last["index"]
+
+
+def test_the_chosen_artifact_goes_to_s3_when_configured(digits, tmp_path, s3_server, monkeypatch):
+    _, location = s3_server
+    monkeypatch.setenv("QUANTMILL_S3_BUCKET", location.bucket)
+    monkeypatch.setenv("QUANTMILL_S3_ENDPOINT_URL", location.endpoint_url)
+    out = tmp_path / "out"
+    _cli(digits.model, "--task", "classification", "--calibration-data", digits.calibration,
+         "--eval-data", digits.evaluation, "--out", out, "--no-register")
+    report = json.loads((out / "report.json").read_text())
+    chosen = next(a for a in report["attempts"] if a["index"] == report["gate"]["chosen_attempt"])
+    uri = report["storage"]["s3_uri"]
+    prefix = uri.removeprefix(f"s3://{location.bucket}/")
+    assert prefix == f"quantmill/digits_cnn/{report['model']['sha256'][:12]}/{chosen['format']}"
+    from quantmill.storage import s3_client
+
+    listed = s3_client(location).list_objects_v2(Bucket=location.bucket, Prefix=prefix + "/")["Contents"]
+    assert {o["Key"].rsplit("/", 1)[1] for o in listed} == {"model.onnx", "model.onnx.sha256", "metadata.json", "manifest.json"}
