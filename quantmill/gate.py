@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from quantmill.attempts import Attempt
 from quantmill.benchmark import Benchmark
+from quantmill.calibration import FAIL, WARN, CalibrationVerdict
 from quantmill.evaluation import drop_unit
 from quantmill.lm_benchmark import LMBenchmark
-from quantmill.calibration import FAIL, WARN, CalibrationVerdict
 
 PASSED, FAILED, MANUAL_REVIEW = "passed", "failed", "manual_review"
 
@@ -23,7 +23,7 @@ class GateDecision:
 
 
 def decide(
-    calibration: CalibrationVerdict, attempts: tuple[Attempt, ...], baseline: Benchmark | None,
+    calibration: CalibrationVerdict, attempts: tuple[Attempt, ...], baseline: Benchmark | LMBenchmark | None,
     max_accuracy_drop: float, hardware: str,
 ) -> GateDecision:
     """Return the gate decision.

@@ -17,8 +17,8 @@ from quantmill.formats import Candidate
 from quantmill.gate import GateDecision
 from quantmill.hardware import Hardware
 from quantmill.inspection import ModelProfile
-from quantmill.lm_sources import LanguageModelRef
 from quantmill.lm_benchmark import LMBenchmark
+from quantmill.lm_sources import LanguageModelRef
 from quantmill.sensitivity import GroupScore
 from quantmill.sources import ModelRef
 
