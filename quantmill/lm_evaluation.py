@@ -5,6 +5,7 @@ all on the same token windows."""
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,10 @@ from quantmill.evaluation import Evaluation
 from quantmill.hashing import sha256_file
 
 WINDOW = 128
+# llama-cpp-python silences a model load by dup2-ing /dev/null over stdout and stderr and
+# restoring what it saw before; two loads in parallel threads (the flow evaluates formats
+# concurrently) would leave /dev/null in place for good, so loads take turns.
+_LLAMA_LOAD = threading.Lock()
 
 
 # No tokenizer here averages more than this many characters per token, so a prefix this
@@ -61,7 +66,8 @@ def llama_cpp_logits(gguf_path: Path, windows: np.ndarray) -> np.ndarray:
     from llama_cpp import Llama
 
     positions = windows.shape[1] - 1
-    llm = Llama(model_path=str(gguf_path), n_ctx=positions, n_batch=positions, logits_all=True, verbose=False)
+    with _LLAMA_LOAD:
+        llm = Llama(model_path=str(gguf_path), n_ctx=positions, n_batch=positions, logits_all=True, verbose=False)
     out = []
     for window in windows:
         llm.reset()

@@ -69,3 +69,17 @@ def test_awq_round_trip_loads_back_in_transformers(tiny_llama, tmp_path):
     result = compare(torch_logits(tiny_llama.model_dir, windows), torch_logits(checkpoint, windows), windows)
     assert 0 < result.secondary["mean_kl"] < 0.05
     assert abs(result.accuracy_drop) < 5.0
+
+
+def test_parallel_llama_cpp_loads_leave_stdout_working(tiny_llama, tmp_path, capfd):
+    """Formats are evaluated in parallel threads; the process must keep its stdout."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    windows = token_windows(tiny_llama.model_dir, tiny_llama.heldout_text, 2)
+    f16 = convert_to_gguf(tiny_llama.model_dir, tmp_path / "f16.gguf")
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: llama_cpp_logits(f16, windows), range(8)))
+    import os
+
+    os.write(1, b"still-visible\n")
+    assert "still-visible" in capfd.readouterr().out
