@@ -70,7 +70,10 @@ def quantize_language_model(
         work = quantmill_home() / "work" / ref.sha256[:16]
         windows = evaluation.inputs["input_ids"]
         f16 = convert_gguf_task(ref, work / "model-f16.gguf")
-        reference = reference_logits_task.submit(ref, windows)
+        # Before the fan-out, not beside it: llm-compressor's AWQ traces the model with
+        # torch.fx, which patches torch globally while it runs, and a PyTorch forward in
+        # another thread at that moment fails.
+        reference = reference_logits_task(ref, windows)
         chains = []
         for index, candidate in enumerate(candidates, 1):
             step = Step(QuantizeOptions(candidate.format), f"candidate: {candidate.reason}")

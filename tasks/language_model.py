@@ -36,13 +36,13 @@ def convert_gguf_task(model: LanguageModelRef, out_path: Path) -> Path:
     return convert_to_gguf(model.model_dir, out_path)
 
 
-# The tasks below run in worker threads (.submit), where Prefect cannot enforce a timeout.
-@task(name="reference-logits", **EPHEMERAL)
+@task(name="reference-logits", timeout_seconds=1800, **EPHEMERAL)
 def reference_logits_task(model: LanguageModelRef, windows: np.ndarray) -> np.ndarray:
     """Return the full-precision (safetensors, PyTorch) logits on the evaluation windows."""
     return torch_logits(model.model_dir, windows)
 
 
+# The tasks below run in worker threads (.submit), where Prefect cannot enforce a timeout.
 @task(name="quantize-gguf", **EPHEMERAL)
 def quantize_gguf_task(f16: Path, out_path: Path, format_name: str) -> Path:
     """Return the GGUF quantized by llama.cpp's quantizer for format_name."""
