@@ -10,6 +10,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from quantmill.attempts import Attempt
+from quantmill.benchmark_table import SHIPPED_TABLE_DIR
 from quantmill.calibration import FAIL, CalibrationPolicy
 from quantmill.escalation import Step
 from quantmill.provenance import artifact_metadata
@@ -34,9 +35,6 @@ from tasks.language_model import (
 from tasks.record import record_task
 from tasks.select import select_formats_task
 
-TABLE_DIR = Path(__file__).resolve().parent.parent / "benchmark_tables"
-
-
 @flow(name="quantize-language-model")
 def quantize_language_model(
     model: str,
@@ -48,7 +46,7 @@ def quantize_language_model(
     register_model: bool = True,
     alias: str | None = None,
     eval_windows: int = 32,
-    table_dir: str = str(TABLE_DIR),
+    table_dir: str = str(SHIPPED_TABLE_DIR),
 ) -> dict:
     """Quantize a decoder LM to the selected GGUF formats and return the report (also
     written to out_dir/report.json). The gate metric is the relative perplexity increase

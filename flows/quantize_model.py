@@ -8,6 +8,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from quantmill.attempts import Attempt
+from quantmill.benchmark_table import SHIPPED_TABLE_DIR
 from quantmill.calibration import FAIL, CalibrationPolicy
 from quantmill.escalation import calibration_steps, exclusion_steps, scans_sensitivity
 from quantmill.provenance import artifact_metadata
@@ -24,9 +25,6 @@ from tasks.record import record_task
 from tasks.resolve import inspect_task, resolve_model_task
 from tasks.select import select_formats_task
 
-TABLE_DIR = Path(__file__).resolve().parent.parent / "benchmark_tables"
-
-
 @flow(name="quantize-model")
 def quantize_model(
     model: str,
@@ -39,7 +37,7 @@ def quantize_model(
     register_model: bool = True,
     alias: str | None = None,
     benchmark_seconds: float = 1.0,
-    table_dir: str = str(TABLE_DIR),
+    table_dir: str = str(SHIPPED_TABLE_DIR),
 ) -> dict:
     """Quantize model for target and return the report (also written to out_dir/report.json).
 

@@ -26,6 +26,8 @@ class TableRow:
 
 
 COLUMNS = tuple(f.name for f in fields(TableRow))
+# The reviewed, measured table shipped with quantmill.
+SHIPPED_TABLE_DIR = Path(__file__).resolve().parent.parent / "benchmark_tables"
 
 
 def load_table(directory: Path) -> tuple[TableRow, ...]:

@@ -10,7 +10,6 @@ import numpy as np
 import onnx
 from onnx import helper
 
-FAMILIES = ("cnn", "mlp", "transformer-encoder", "decoder-lm")
 # The operators whose weights INT8 quantization changes; the sensitivity scan groups these.
 QUANTIZABLE_OPS = frozenset({"Conv", "MatMul", "Gemm"})
 
