@@ -35,6 +35,7 @@ from tasks.language_model import (
 from tasks.record import record_task
 from tasks.select import select_formats_task
 
+
 @flow(name="quantize-language-model")
 def quantize_language_model(
     model: str,

@@ -25,6 +25,7 @@ from tasks.record import record_task
 from tasks.resolve import inspect_task, resolve_model_task
 from tasks.select import select_formats_task
 
+
 @flow(name="quantize-model")
 def quantize_model(
     model: str,
