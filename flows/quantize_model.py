@@ -20,7 +20,7 @@ from tasks.calibration import load_data_task, subsample_task, validate_calibrati
 from tasks.evaluate import baseline_outputs_task, evaluate_task
 from tasks.export import export_task
 from tasks.gate import gate_task
-from tasks.quantize import quantize_task, sensitivity_task
+from tasks.quantize import quantize_attempt, sensitivity_task
 from tasks.record import record_task
 from tasks.resolve import inspect_task, resolve_model_task
 from tasks.select import select_formats_task
@@ -68,7 +68,7 @@ def quantize_model(
         def attempt(step) -> Attempt:
             index = len(attempts) + 1
             logger.info("attempt %d: %s (%s)", index, step.options.describe(), step.reason)
-            quantized = quantize_task(ref.onnx_path, cache / f"attempt-{index}.onnx", step.options, calib, cache)
+            quantized = quantize_attempt(ref.onnx_path, step.options, calib, cache)
             result = evaluate_task(quantized, evaluation, outputs, task)
             artifact = export_task(
                 quantized, out / "attempts" / f"{index:02d}-{step.options.format}",

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from quantmill.errors import InputError
-from quantmill.hashing import sha256_file
+from quantmill.hashing import fingerprint, sha256_file
 from quantmill.inspection import TensorSpec
 
 LABELS = "labels"
@@ -35,6 +35,11 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
+
+    def fingerprint(self) -> str:
+        """Return the sha256 of the samples themselves (a subsample differs from its source
+        file, whose sha256 is self.sha256)."""
+        return fingerprint((self.inputs, self.labels, self.texts))
 
     def take(self, index: np.ndarray) -> Dataset:
         """Return the samples at index, keeping this data set's identity."""

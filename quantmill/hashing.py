@@ -26,3 +26,51 @@ def sha256_files(paths: Iterable[Path], root: Path) -> str:
         digest.update(str(path.relative_to(root)).encode())
         digest.update(bytes.fromhex(sha256_file(path)))
     return digest.hexdigest()
+
+
+def sha256_tree(path: Path) -> str:
+    """Return the sha256 of a file, or of every file under a folder (sha256_files).
+    Raises OSError if something cannot be read."""
+    return sha256_files((p for p in path.rglob("*") if p.is_file()), path) if path.is_dir() else sha256_file(path)
+
+
+def fingerprint(value: object) -> str:
+    """Return a sha256 naming value by content: files and folders by their bytes, arrays by
+    dtype, shape and bytes, objects with a fingerprint() method by it, dataclasses by their
+    fields, containers element by element, other values by repr.
+
+    Raises OSError if a path cannot be read.
+    """
+    digest = hashlib.sha256()
+    _feed(digest, value)
+    return digest.hexdigest()
+
+
+def _feed(digest, value: object) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    digest.update(type(value).__name__.encode())
+    if isinstance(value, Path):
+        digest.update(sha256_tree(value).encode() if value.exists() else b"missing:" + str(value).encode())
+    elif isinstance(value, np.ndarray):
+        array = np.ascontiguousarray(value)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes() if array.dtype.kind != "O" else repr(array.tolist()).encode())
+    elif hasattr(value, "fingerprint") and callable(value.fingerprint):
+        digest.update(value.fingerprint().encode())
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for item in dataclasses.fields(value):
+            digest.update(item.name.encode())
+            _feed(digest, getattr(value, item.name))
+    elif isinstance(value, dict):
+        for key in sorted(value, key=repr):
+            digest.update(repr(key).encode())
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(str(len(value)).encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(repr(value).encode())

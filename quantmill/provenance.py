@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from quantmill import __version__
 from quantmill.formats import FORMATS
+from quantmill.hashing import fingerprint, sha256_files
 from quantmill.quantizers.onnx_runtime import QuantizeOptions
 
 _TOOLS = ("onnx", "onnxruntime", "numpy", "torch", "transformers", "llama-cpp-python", "llmcompressor", "compressed-tensors")
@@ -21,6 +24,15 @@ def tool_versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[name] = "not installed"
     return found
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Return a sha256 over quantmill's own source and the versions of the libraries that
+    shape its results, so a cached result is not reused after either changes."""
+    root = Path(__file__).resolve().parent
+    sources = sha256_files(root.rglob("*.py"), root)
+    return fingerprint((sources, tool_versions()))
 
 
 def artifact_metadata(

@@ -9,7 +9,7 @@ from prefect import task
 
 from quantmill.data import Dataset
 from quantmill.evaluation import Evaluation, evaluate, predict
-from tasks.policy import EPHEMERAL
+from tasks.policy import EPHEMERAL, cached
 
 
 @task(name="predict-fp32", timeout_seconds=1800, **EPHEMERAL)
@@ -18,7 +18,7 @@ def baseline_outputs_task(model: Path, evaluation: Dataset) -> np.ndarray:
     return predict(model, evaluation)
 
 
-@task(name="evaluate", timeout_seconds=1800, **EPHEMERAL)
+@task(name="evaluate", timeout_seconds=1800, **cached())
 def evaluate_task(quantized: Path, evaluation: Dataset, baseline_outputs: np.ndarray, task_name: str) -> Evaluation:
     """Return the quantized model's Evaluation against the FP32 outputs."""
     return evaluate(task_name, baseline_outputs, predict(quantized, evaluation), evaluation)

@@ -7,10 +7,10 @@ from pathlib import Path
 from prefect import task
 
 from quantmill.exporters.artifact import ExportedArtifact, export_artifact
-from tasks.policy import EPHEMERAL, transient
+from tasks.policy import EPHEMERAL, retried
 
 
-@task(name="export", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=transient, **EPHEMERAL)
+@task(name="export", **retried(), **EPHEMERAL)
 def export_task(model: Path, destination: Path, metadata: dict) -> ExportedArtifact:
     """Return the published artifact (retried on I/O errors)."""
     return export_artifact(model, destination, metadata)

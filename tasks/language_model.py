@@ -15,10 +15,10 @@ from quantmill.lm_benchmark import LMBenchmark, benchmark_gguf, benchmark_transf
 from quantmill.lm_evaluation import compare, llama_cpp_logits, text_dataset, torch_logits
 from quantmill.lm_sources import LanguageModelRef, resolve_language_model
 from quantmill.quantizers.awq import quantize_awq
-from tasks.policy import EPHEMERAL, transient
+from tasks.policy import EPHEMERAL, retried
 
 
-@task(name="resolve-language-model", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=transient, **EPHEMERAL)
+@task(name="resolve-language-model", **retried(), **EPHEMERAL)
 def resolve_language_model_task(uri: str, workdir: Path) -> LanguageModelRef:
     """Return the fingerprinted LanguageModelRef for uri."""
     return resolve_language_model(uri, workdir)

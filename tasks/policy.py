@@ -1,14 +1,48 @@
-"""Retry and caching policy shared by quantmill's tasks."""
+"""Caching, retry and timeout policy shared by quantmill's tasks."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
 
 from quantmill.errors import QuantmillError
+from quantmill.hashing import fingerprint
+from quantmill.provenance import code_version
 
-# Results hold numpy arrays and live only for one flow run; cross-run caching keyed on
-# content hashes is tracked separately (issue 4).
+# Cheap steps, and steps whose results are measurements (benchmarks) or hold arrays, run
+# every time: a benchmark figure is always measured in the run that reports it.
 EPHEMERAL = {"cache_policy": NO_CACHE, "persist_result": False}
+
+# Results are stored as JSON, never pickled, so reading a cache record cannot run code.
+_CACHE_DAYS = 30
+
+
+def cached(*, by_name: tuple[str, ...] = ()) -> dict:
+    """Return task options that cache the result under a key over the task, the code's
+    version and every parameter by content (files by sha256, data sets by their samples,
+    options by value); parameters in by_name (scratch folders, output paths) count by
+    their path. Results persist in Prefect's result storage: local by default, S3 when
+    PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK names an s3-bucket block."""
+
+    def key(context, parameters: dict) -> str:
+        named = {k: str(v) if k in by_name else v for k, v in parameters.items()}
+        return f"{context.task.name}-{fingerprint((code_version(), named))}"
+
+    return {
+        "cache_key_fn": key, "persist_result": True, "result_serializer": "json",
+        "cache_expiration": timedelta(days=_CACHE_DAYS),
+    }
+
+
+def retried(retries: int = 3) -> dict:
+    """Return task options that retry transient failures with exponential backoff and jitter
+    (2 s, 4 s, 8 s, ... each ±50 %), and nothing else."""
+    return {
+        "retries": retries, "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+        "retry_jitter_factor": 0.5, "retry_condition_fn": transient,
+    }
 
 
 def transient(task, task_run, state) -> bool:

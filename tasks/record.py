@@ -12,10 +12,10 @@ from quantmill.gate import PASSED
 from quantmill.report import render_summary, write_report
 from quantmill.storage import s3_from_env, upload_artifact
 from quantmill.tracking import record_run
-from tasks.policy import EPHEMERAL, transient
+from tasks.policy import EPHEMERAL, retried
 
 
-@task(name="record", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=transient, **EPHEMERAL)
+@task(name="record", **retried(), **EPHEMERAL)
 def record_task(report: dict, out_dir: Path, register: bool, alias: str) -> dict:
     """Upload the chosen artifact to S3 when QUANTMILL_S3_BUCKET is set, write report.json,
     log the MLflow run, and register the chosen artifact when the gate passed and register

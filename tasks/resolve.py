@@ -8,10 +8,10 @@ from prefect import task
 
 from quantmill.inspection import ModelProfile, inspect_model
 from quantmill.sources import ModelRef, resolve_model
-from tasks.policy import EPHEMERAL, transient
+from tasks.policy import EPHEMERAL, retried
 
 
-@task(name="resolve-model", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=transient, **EPHEMERAL)
+@task(name="resolve-model", **retried(), **EPHEMERAL)
 def resolve_model_task(uri: str, workdir: Path) -> ModelRef:
     """Return the fingerprinted ModelRef for uri (retried on registry errors, not bad input)."""
     return resolve_model(uri, workdir)

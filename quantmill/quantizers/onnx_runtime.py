@@ -20,6 +20,7 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from quantmill.atomic import atomic_file
 from quantmill.data import Dataset
+from quantmill.hashing import fingerprint
 from quantmill.inspection import QUANTIZABLE_OPS
 
 CALIBRATION_METHODS = {
@@ -54,6 +55,12 @@ class QuantizeOptions:
         if self.nodes_to_quantize is not None:
             parts.append(f"only {len(self.nodes_to_quantize)} nodes quantized")
         return " ".join(parts)
+
+
+def quantized_path(cache_dir: Path, options: QuantizeOptions, calibration: Dataset) -> Path:
+    """Return where the model quantized with options and calibration is kept in cache_dir:
+    named by their content, so one file never holds two different results."""
+    return cache_dir / f"quantized-{fingerprint((options, calibration))[:20]}.onnx"
 
 
 class _Reader(CalibrationDataReader):
