@@ -15,7 +15,7 @@ from quantmill.provenance import artifact_metadata
 from quantmill.report import build_report, model_section
 from quantmill.sensitivity import exclusion_sets
 from quantmill.tracking import quantmill_home
-from tasks.benchmark import benchmark_task, hardware_task
+from tasks.benchmark import benchmark_on_pool_task, benchmark_task, hardware_task
 from tasks.calibration import load_data_task, subsample_task, validate_calibration_task
 from tasks.evaluate import baseline_outputs_task, evaluate_task
 from tasks.export import export_task
@@ -39,11 +39,17 @@ def quantize_model(
     alias: str | None = None,
     benchmark_seconds: float = 1.0,
     table_dir: str = str(SHIPPED_TABLE_DIR),
+    benchmark_on: list[str] | None = None,
+    worker_wait_seconds: float = 120.0,
 ) -> dict:
     """Quantize model for target and return the report (also written to out_dir/report.json).
 
-    Stops before quantizing when the calibration data fails validation. Registers the chosen
-    artifact in MLflow only when the gate passes and register_model is set.
+    Stops before quantizing when the calibration data fails validation. Benchmarks in this
+    process on this machine, or, with benchmark_on (hardware targets, each a work pool with a
+    benchmark-on-hardware deployment), on each pool's worker: target always among them, and
+    a pool whose run no worker takes within worker_wait_seconds is reported not benchmarked.
+    The gate decides on target's measurements. Registers the chosen artifact in MLflow only
+    when the gate passes and register_model is set.
     """
     logger = get_run_logger()
     out = Path(out_dir).resolve()
@@ -58,6 +64,7 @@ def quantize_model(
     logger.info("calibration %s: %s", verdict.status, "; ".join(verdict.reasons) or "all checks passed")
 
     attempts: list[Attempt] = []
+    measured = []
     scores: tuple = ()
     baseline = None
     if verdict.status != FAIL:
@@ -91,16 +98,30 @@ def quantize_model(
                 if run_until_within(exclusion_steps(best, exclusion_sets(scores))):
                     break
 
-        measured = benchmark_task(
-            {"fp32": ref.onnx_path} | {str(a.index): a.artifact.path for a in attempts}, evaluation, benchmark_seconds
-        )
-        baseline = measured["fp32"]
-        attempts = [replace(a, benchmark=measured[str(a.index)]) for a in attempts]
+        models = {"fp32": ref.onnx_path} | {str(a.index): a.artifact.path for a in attempts}
+        if benchmark_on is None:
+            measured = [benchmark_task(target, models, evaluation, benchmark_seconds)]
+        else:
+            parameters = {
+                "models": {label: str(path) for label, path in models.items()}, "eval_data": str(Path(eval_data).resolve()),
+                "tokenizer_dir": str(ref.tokenizer_dir) if ref.tokenizer_dir else None, "benchmark_seconds": benchmark_seconds,
+            }
+            futures = [benchmark_on_pool_task.submit(t, {**parameters, "target": t}, worker_wait_seconds)
+                       for t in dict.fromkeys([target, *benchmark_on])]
+            measured = [f.result() for f in futures]
+        for result in measured:
+            logger.info("%s: %s", result.target, result.hardware.describe() if result.measured else f"not benchmarked: {result.reason}")
+        primary = next(m for m in measured if m.target == target)
+        if primary.measured:
+            hardware = primary.hardware
+            baseline = primary.benchmarks["fp32"]
+            attempts = [replace(a, benchmark=primary.benchmarks[str(a.index)]) for a in attempts]
 
     gate = gate_task(verdict, tuple(attempts), baseline, max_accuracy_drop, hardware.describe())
     report = build_report(
         model=model_section(ref, profile), task=task, target=target, max_accuracy_drop=max_accuracy_drop,
         hardware=hardware, candidates=candidates, calibration=verdict, calibration_data=calibration,
         evaluation_data=evaluation, baseline=baseline, attempts=tuple(attempts), sensitivity=scores, gate=gate,
+        targets=tuple(measured),
     )
     return record_task(report, out, register_model, alias or target)

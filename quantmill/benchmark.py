@@ -17,12 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from quantmill.data import Dataset
+from quantmill.hardware import PROVIDERS, Hardware, HardwareUnavailable, local_hardware
 
 BATCH_SIZES = (1, 32)
 MIN_ITERATIONS = 10
@@ -52,10 +53,11 @@ class Benchmark:
 
 
 def benchmark_models(
-    models: dict[str, Path], data: Dataset, seconds_per_batch: float = 1.0, rounds: int = 3
+    models: dict[str, Path], data: Dataset, seconds_per_batch: float = 1.0, rounds: int = 3,
+    provider: str = "CPUExecutionProvider",
 ) -> dict[str, Benchmark]:
     """Return a Benchmark for each labelled model, the models taking turns for rounds rounds
-    on the same feeds.
+    on the same feeds, run by ONNX Runtime's provider.
 
     Raises RuntimeError with the worker's last error line if a worker fails.
     """
@@ -65,8 +67,54 @@ def benchmark_models(
         np.savez(feeds, **_feeds(data, max(BATCH_SIZES)))
         for _ in range(rounds):
             for label, path in models.items():
-                runs[label].append(_run_worker(path, feeds, seconds_per_batch))
+                runs[label].append(_run_worker(path, feeds, seconds_per_batch, provider))
     return {label: _median(results) for label, results in runs.items()}
+
+
+@dataclass(frozen=True)
+class TargetBenchmarks:
+    """What one hardware target measured: a Benchmark per labelled model (the full-precision
+    baseline under "fp32"), on which hardware, by which flow run; or, when it measured
+    nothing, the reason it was not benchmarked."""
+
+    target: str
+    benchmarks: dict[str, Benchmark]
+    hardware: Hardware | None = None
+    reason: str | None = None
+    flow_run: str | None = None
+
+    @property
+    def measured(self) -> bool:
+        """Return whether this target measured every model it was given."""
+        return bool(self.benchmarks) and self.reason is None
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict that from_dict() reads back."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TargetBenchmarks:
+        """Return the TargetBenchmarks that to_dict() wrote. Raises KeyError/TypeError on another shape."""
+        hardware = data.get("hardware")
+        return cls(
+            target=data["target"],
+            benchmarks={label: Benchmark(**b) for label, b in data["benchmarks"].items()},
+            hardware=Hardware(**{**hardware, "isa": tuple(hardware["isa"])}) if hardware else None,
+            reason=data.get("reason"), flow_run=data.get("flow_run"),
+        )
+
+
+def benchmark_target(target: str, models: dict[str, Path], data: Dataset, seconds_per_batch: float = 1.0) -> TargetBenchmarks:
+    """Return the labelled models measured on this machine's hardware for target, or, when
+    this machine cannot run that target, a TargetBenchmarks with the reason and no figures.
+
+    Raises RuntimeError if a benchmark worker fails.
+    """
+    try:
+        hardware = local_hardware(target)
+    except HardwareUnavailable as err:
+        return TargetBenchmarks(target, {}, reason=str(err))
+    return TargetBenchmarks(target, benchmark_models(models, data, seconds_per_batch, provider=PROVIDERS[target]), hardware)
 
 
 def _median(results: list[dict]) -> Benchmark:
@@ -92,8 +140,9 @@ def _feeds(data: Dataset, size: int) -> dict[str, np.ndarray]:
     return next(data.take(index).batches(size))
 
 
-def _run_worker(model: Path, feeds: Path, seconds: float) -> dict:
-    command = [sys.executable, "-m", "quantmill.benchmark", str(model), str(feeds), ",".join(map(str, BATCH_SIZES)), str(seconds)]
+def _run_worker(model: Path, feeds: Path, seconds: float, provider: str) -> dict:
+    command = [sys.executable, "-m", "quantmill.benchmark", str(model), str(feeds), ",".join(map(str, BATCH_SIZES)),
+               str(seconds), provider]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -112,7 +161,7 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
-def _measure(model: Path, feeds: dict[str, np.ndarray], batches: tuple[int, ...], seconds: float) -> dict:
+def _measure(model: Path, feeds: dict[str, np.ndarray], batches: tuple[int, ...], seconds: float, provider: str) -> dict:
     import onnxruntime as ort
 
     baseline_rss = peak_rss_bytes()
@@ -121,7 +170,7 @@ def _measure(model: Path, feeds: dict[str, np.ndarray], batches: tuple[int, ...]
     options.intra_op_num_threads = os.cpu_count() or 1
     options.log_severity_level = 3
     start = time.perf_counter()
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model), options, providers=[provider])
     load_ms = 1e3 * (time.perf_counter() - start)
     first = {k: v[:1] for k, v in feeds.items()}
     start = time.perf_counter()
@@ -152,10 +201,10 @@ def _measure(model: Path, feeds: dict[str, np.ndarray], batches: tuple[int, ...]
 
 def main(argv: list[str]) -> int:
     """Worker entry point: measure one model and print the JSON result; return the exit code."""
-    model, feeds_path, batches, seconds = Path(argv[0]), Path(argv[1]), argv[2], float(argv[3])
+    model, feeds_path, batches, seconds, provider = Path(argv[0]), Path(argv[1]), argv[2], float(argv[3]), argv[4]
     with np.load(feeds_path, allow_pickle=False) as archive:
         feeds = {name: archive[name] for name in archive.files}
-    result = _measure(model, feeds, tuple(int(b) for b in batches.split(",")), seconds)
+    result = _measure(model, feeds, tuple(int(b) for b in batches.split(",")), seconds, provider)
     print(json.dumps(result))
     return 0
 

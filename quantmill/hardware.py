@@ -9,6 +9,15 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from quantmill.errors import QuantmillError
+
+# The ONNX Runtime execution provider that benchmarks on each hardware target.
+PROVIDERS = {"cpu": "CPUExecutionProvider", "gpu": "CUDAExecutionProvider"}
+
+
+class HardwareUnavailable(QuantmillError):
+    """This worker cannot benchmark on the target asked for; the message says why."""
+
 
 @dataclass(frozen=True)
 class Hardware:
@@ -19,11 +28,14 @@ class Hardware:
     cores: int
     isa: tuple[str, ...]
     runtime: str
+    accelerator: str | None = None
 
     def describe(self) -> str:
         """Return one line, e.g. 'cpu: AMD EPYC, 2 cores, avx2 (no avx512_vnni), onnxruntime 1.32.0 CPUExecutionProvider'."""
         vnni = "" if self.has_vnni() else " (no avx512_vnni/avx_vnni)"
-        return f"{self.target}: {self.cpu}, {self.cores} cores, {' '.join(self.isa) or 'baseline ISA'}{vnni}, {self.runtime}"
+        host = f"{self.cpu}, {self.cores} cores, {' '.join(self.isa) or 'baseline ISA'}{vnni}"
+        device = f"{self.accelerator} on host {host}" if self.accelerator else host
+        return f"{self.target}: {device}, {self.runtime}"
 
     def has_vnni(self) -> bool:
         """Return whether the CPU has an 8-bit dot-product instruction (VNNI)."""
@@ -51,3 +63,35 @@ def local_cpu(runtime: str | None = None) -> Hardware:
         isa=tuple(flag for flag in _ISA if flag in flags),
         runtime=runtime or f"onnxruntime {ort.__version__} CPUExecutionProvider",
     )
+
+
+def local_hardware(target: str) -> Hardware:
+    """Return this machine's Hardware for target ("cpu" or "gpu") with ONNX Runtime's
+    provider for it.
+
+    Raises HardwareUnavailable when this ONNX Runtime build lacks the target's provider
+    (e.g. a CPU-only build asked for "gpu") or the target is unknown.
+    """
+    if target not in PROVIDERS:
+        raise HardwareUnavailable(f"unknown hardware target {target!r}; known: {', '.join(PROVIDERS)}")
+    provider = PROVIDERS[target]
+    if provider not in ort.get_available_providers():
+        raise HardwareUnavailable(
+            f"onnxruntime {ort.__version__} on this worker has no {provider} "
+            f"(available: {', '.join(ort.get_available_providers())})"
+        )
+    host = local_cpu(f"onnxruntime {ort.__version__} {provider}")
+    if target == "cpu":
+        return host
+    return Hardware(target, host.cpu, host.cores, host.isa, host.runtime, accelerator=_gpu_name())
+
+
+def _gpu_name() -> str:
+    import subprocess
+
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "NVIDIA GPU (nvidia-smi unavailable)"
+    return ", ".join(line.strip() for line in done.stdout.splitlines() if line.strip())

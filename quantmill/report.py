@@ -10,7 +10,7 @@ from pathlib import Path
 from quantmill import __version__
 from quantmill.atomic import atomic_file
 from quantmill.attempts import Attempt
-from quantmill.benchmark import Benchmark
+from quantmill.benchmark import Benchmark, TargetBenchmarks
 from quantmill.calibration import CalibrationVerdict
 from quantmill.data import Dataset
 from quantmill.formats import Candidate
@@ -49,7 +49,7 @@ def build_report(
     hardware: Hardware, candidates: tuple[Candidate, ...], calibration: CalibrationVerdict,
     calibration_data: Dataset, evaluation_data: Dataset, baseline: Benchmark | None,
     attempts: tuple[Attempt, ...], sensitivity: tuple[GroupScore, ...], gate: GateDecision,
-    baseline_format: str = "onnx-fp32", failures: tuple[dict, ...] = (),
+    baseline_format: str = "onnx-fp32", failures: tuple[dict, ...] = (), targets: tuple[TargetBenchmarks, ...] = (),
 ) -> dict:
     """Return the report as a JSON-ready dict."""
     return {
@@ -71,9 +71,24 @@ def build_report(
         },
         "attempts": [_attempt(a, baseline, max_accuracy_drop) for a in attempts],
         "failures": list(failures),
+        "targets": [_target(t) for t in targets],
         "sensitivity": [asdict(s) for s in sensitivity],
         "gate": asdict(gate),
         "mlflow": None,
+    }
+
+
+def _target(result: TargetBenchmarks) -> dict:
+    baseline = result.benchmarks.get("fp32")
+    return {
+        "target": result.target, "status": "measured" if result.measured else "not benchmarked",
+        "reason": result.reason, "flow_run": result.flow_run,
+        "hardware": None if result.hardware is None else result.hardware.describe(),
+        "benchmarks": {label: asdict(b) for label, b in result.benchmarks.items()},
+        "throughput_ratio_vs_fp32": {
+            label: {b: bench.throughput[b] / baseline.throughput[b] for b in bench.throughput}
+            for label, bench in result.benchmarks.items() if baseline is not None and label != "fp32"
+        },
     }
 
 
@@ -151,6 +166,11 @@ def render_summary(report: dict) -> str:
         lines.append(
             f"metric: {report['attempts'][0]['metric_name']}; drop in {drop}; speed: {report['baseline']['headline']}; * = chosen"
         )
+    for t in report.get("targets", []):
+        chosen = t["throughput_ratio_vs_fp32"].get(str(gate["chosen_attempt"]))
+        detail = (f"{t['hardware']}" + (f"; chosen attempt {chosen['32']:.2f}x FP32 at batch 32" if chosen else "")
+                  if t["status"] == "measured" else f"not benchmarked: {t['reason']}")
+        lines.append(f"target    {t['target']}: {detail}")
     lines += ["", f"gate      {gate['status'].upper()}"] + [f"          - {r}" for r in gate["reasons"]]
     if report.get("mlflow"):
         m = report["mlflow"]

@@ -1,24 +1,79 @@
-"""Benchmark models on this worker's hardware."""
+"""Benchmark models on this worker's hardware, or on a hardware pool's worker through the
+benchmark-on-hardware deployment."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import task
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.runtime import flow_run
+from prefect.states import Cancelled
 
-from quantmill.benchmark import Benchmark, benchmark_models
-from quantmill.data import Dataset
+from quantmill.benchmark import TargetBenchmarks, benchmark_target
+from quantmill.data import Dataset, load_dataset
 from quantmill.hardware import Hardware, local_cpu
-from tasks.policy import EPHEMERAL
+from quantmill.inspection import inspect_model
+from tasks.policy import EPHEMERAL, retried
+
+BENCHMARK_FLOW = "benchmark-on-hardware"
+_POLL_SECONDS = 2.0
 
 
 @task(name="benchmark", timeout_seconds=1800, **EPHEMERAL)
-def benchmark_task(models: dict[str, Path], data: Dataset, seconds_per_batch: float) -> dict[str, Benchmark]:
-    """Return a Benchmark per labelled model, measured one after another on the same feeds."""
-    return benchmark_models(models, data, seconds_per_batch)
+def benchmark_task(target: str, models: dict[str, Path], data: Dataset, seconds_per_batch: float) -> TargetBenchmarks:
+    """Return the models measured one after another on this machine's hardware for target
+    (or the reason it cannot run target)."""
+    return benchmark_target(target, models, data, seconds_per_batch)
+
+
+@task(name="load-feeds", **EPHEMERAL)
+def load_feeds_task(model: Path, data: Path, tokenizer_dir: Path | None) -> Dataset:
+    """Return the data set at data shaped for the inputs of the ONNX model at model."""
+    return load_dataset(data, inspect_model(model).inputs, tokenizer_dir)
 
 
 @task(name="describe-hardware", **EPHEMERAL)
 def hardware_task(runtime: str | None = None) -> Hardware:
     """Return the hardware this worker benchmarks on, with the runtime (default ONNX Runtime)."""
     return local_cpu(runtime)
+
+
+@task(name="benchmark-on-pool", timeout_seconds=3600, **retried(2), **EPHEMERAL)
+def benchmark_on_pool_task(target: str, parameters: dict, pickup_seconds: float) -> TargetBenchmarks:
+    """Start the benchmark-on-hardware deployment of target's work pool, wait for it, and
+    return what it measured. When no worker takes the run within pickup_seconds, the run is
+    cancelled and the target comes back not benchmarked, with the reason; likewise when the
+    run fails or crashes."""
+    # Keyed on the calling flow run, so a retry of this task finds its run instead of starting another.
+    started = run_deployment(
+        f"{BENCHMARK_FLOW}/{target}", parameters=parameters, timeout=0,
+        idempotency_key=f"{flow_run.id}-{target}" if flow_run.id else None,
+    )
+    with get_client(sync_client=True) as client:
+        run = _wait(client, started.id, lambda r: r.state is not None and not (r.state.is_scheduled() or r.state.is_pending()),
+                    pickup_seconds)
+        if run.state is None or run.state.is_scheduled() or run.state.is_pending():
+            client.set_flow_run_state(run.id, Cancelled(message=f"no worker within {pickup_seconds:g} s"), force=True)
+            pool = client.read_work_pool(target)
+            return TargetBenchmarks(target, {}, flow_run=run.name, reason=(
+                f"no worker on work pool '{target}' took flow run '{run.name}' within {pickup_seconds:g} s "
+                f"(pool status {pool.status.value if pool.status else 'unknown'}); the run was cancelled"
+            ))
+        run = _wait(client, run.id, lambda r: r.state.is_final(), None)
+    if not run.state.is_completed():
+        return TargetBenchmarks(target, {}, flow_run=run.name,
+                                reason=f"flow run '{run.name}' ended {run.state.name}: {run.state.message}")
+    measured = TargetBenchmarks.from_dict(run.state.result())
+    return TargetBenchmarks(measured.target, measured.benchmarks, measured.hardware, measured.reason, run.name)
+
+
+def _wait(client, run_id, done, seconds: float | None):
+    deadline = None if seconds is None else time.monotonic() + seconds
+    run = client.read_flow_run(run_id)
+    while not done(run) and (deadline is None or time.monotonic() < deadline):
+        time.sleep(_POLL_SECONDS)
+        run = client.read_flow_run(run_id)
+    return run
