@@ -36,6 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--alias", help="alias for a registered passing model (default: the target)")
     run.add_argument("--benchmark-table", type=Path, help="folder of measured-table CSVs (default: the shipped benchmark_tables/)")
     run.add_argument("--benchmark-seconds", type=float, default=1.0, help="timed seconds per batch size")
+    webhook = commands.add_parser("webhook", help="the MLflow registry webhook that starts quantize-model runs")
+    action = webhook.add_subparsers(dest="webhook_command", required=True)
+    serve = action.add_parser("serve", help="receive MLflow's webhook deliveries and emit Prefect events")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8765)
+    register = action.add_parser("register", help="create or update the MLflow webhook pointing at the receiver")
+    register.add_argument("url", help="the receiver's URL as MLflow's server reaches it, e.g. http://quantmill-webhook:8765/")
     return parser
 
 
@@ -57,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code: 0 passed, 1 failed, 3 manual review,
     2 bad input."""
     args = _parser().parse_args(argv)
+    if args.command == "webhook":
+        return _webhook(args)
     try:
         preflight(args)
     except QuantmillError as err:
@@ -68,6 +77,24 @@ def main(argv: list[str] | None = None) -> int:
     print(render_summary(report))
     print(f"report: {(args.out / 'report.json').resolve()}")
     return EXIT_CODES[report["gate"]["status"]]
+
+
+def _webhook(args: argparse.Namespace) -> int:
+    from flows.registry_webhook import secret_from_env, serve
+    from quantmill.registry_events import WEBHOOK_EVENTS
+    from quantmill.tracking import ensure_registry_webhook
+
+    secret = secret_from_env()
+    if args.webhook_command == "register":
+        print(ensure_registry_webhook(args.url, secret, WEBHOOK_EVENTS))
+        return 0
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    server = serve(args.host, args.port, secret)
+    print(f"quantmill webhook receiver on {args.host}:{server.server_port}", flush=True)
+    server.serve_forever()
+    return 0
 
 
 def _common(args: argparse.Namespace) -> dict:

@@ -65,6 +65,7 @@ def quantize_model(
 
     attempts: list[Attempt] = []
     measured = []
+    calib = None
     scores: tuple = ()
     baseline = None
     if verdict.status != FAIL:
@@ -124,4 +125,4 @@ def quantize_model(
         evaluation_data=evaluation, baseline=baseline, attempts=tuple(attempts), sensitivity=scores, gate=gate,
         targets=tuple(measured),
     )
-    return record_task(report, out, register_model, alias or target)
+    return record_task(report, out, register_model, alias or target, calib)

@@ -75,14 +75,7 @@ def validate_calibration(
     if n > policy.max_samples:
         reasons.append(f"{n} samples; calibration uses a stratified subsample of {n_used}")
 
-    tests = [
-        (name, *stats.ks_2samp(a, b))
-        for name, a, b in _paired_features(calibration, reference)
-        if np.ptp(a) > 0 or np.ptp(b) > 0 or a[0] != b[0]
-    ]
-    threshold = policy.alpha / max(len(tests), 1)
-    drifted = [t for t in tests if t[2] < threshold]
-    worst = max(tests, key=lambda t: t[1]) if tests else ("none", 0.0, 1.0)
+    tests, drifted, threshold, worst = _ks_tests(calibration, reference, policy.alpha)
     if tests and len(drifted) / len(tests) > policy.drifted_fraction_fail:
         status = FAIL
         reasons.append(
@@ -108,6 +101,46 @@ def validate_calibration(
         in_range_fraction=in_range, range_overlap=overlap,
         data_sha256=calibration.sha256, reference_sha256=reference.sha256, reasons=tuple(reasons),
     )
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A fresh sample against the stored one, feature by feature (two-sample KS tests,
+    Bonferroni-corrected): drifted when any feature differs; the worst feature's statistic
+    D and the smallest p-value."""
+
+    drifted: bool
+    features_tested: int
+    features_drifted: int
+    worst_feature: str
+    ks_statistic: float
+    ks_pvalue: float
+    threshold: float
+    stored_samples: int
+    fresh_samples: int
+
+
+def measure_drift(stored: Dataset, fresh: Dataset, alpha: float = 0.01) -> Drift:
+    """Return how fresh differs from stored, per input feature. Raises KeyError if fresh
+    lacks one of stored's inputs."""
+    tests, drifted, threshold, worst = _ks_tests(stored, fresh, alpha)
+    return Drift(
+        drifted=bool(drifted), features_tested=len(tests), features_drifted=len(drifted), worst_feature=worst[0],
+        ks_statistic=float(worst[1]), ks_pvalue=float(min((t[2] for t in tests), default=1.0)),
+        threshold=threshold, stored_samples=len(stored), fresh_samples=len(fresh),
+    )
+
+
+def _ks_tests(sample: Dataset, reference: Dataset, alpha: float):
+    tests = [
+        (name, *stats.ks_2samp(a, b))
+        for name, a, b in _paired_features(sample, reference)
+        if np.ptp(a) > 0 or np.ptp(b) > 0 or a[0] != b[0]
+    ]
+    threshold = alpha / max(len(tests), 1)
+    drifted = [t for t in tests if t[2] < threshold]
+    worst = max(tests, key=lambda t: t[1]) if tests else ("none", 0.0, 1.0)
+    return tests, drifted, threshold, worst
 
 
 def stratified_subsample(dataset: Dataset, size: int, seed: int) -> Dataset:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from quantmill.atomic import atomic_file
 from quantmill.errors import InputError
 from quantmill.hashing import fingerprint, sha256_file
 from quantmill.inspection import TensorSpec
@@ -162,3 +163,56 @@ def _tokenize(texts: list[str], tokenizer_dir: Path) -> dict[str, np.ndarray]:
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
     encoded = tokenizer(texts, padding="longest", truncation=True, max_length=MAX_TOKENS, return_tensors="np")
     return {name: np.asarray(value) for name, value in encoded.items()}
+
+
+def save_samples(dataset: Dataset, path: Path) -> Path:
+    """Write dataset's model inputs (and labels) as an .npz that load_dataset reads back for
+    the same model; return path. Written atomically."""
+    arrays = dict(dataset.inputs) | ({LABELS: dataset.labels} if dataset.labels is not None else {})
+    with atomic_file(path) as tmp:
+        np.savez(tmp, **arrays)
+    return path
+
+
+def split_file(path: Path, out_dir: Path, fraction: float = 0.5, seed: int = 0) -> tuple[Path, Path]:
+    """Shuffle the samples of an .npz (every array along its first axis) or the lines of a
+    .jsonl and write the first fraction and the rest as two files of the same kind in
+    out_dir; return (first, rest).
+
+    Raises InputError naming path when it is not .npz/.jsonl, is unreadable, or has fewer
+    than two samples.
+    """
+    stem, suffix = path.stem, path.suffix
+    first, rest = out_dir / f"{stem}.part1{suffix}", out_dir / f"{stem}.part2{suffix}"
+    rng = np.random.default_rng(seed)
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {name: archive[name] for name in archive.files}
+        except (ValueError, OSError, EOFError) as err:
+            raise InputError(path, f"not a readable .npz archive ({str(err).splitlines()[0]})") from None
+        count = min((len(a) for a in arrays.values()), default=0)
+        order = rng.permutation(count)
+        cut = _cut(path, count, fraction)
+        for target, index in ((first, order[:cut]), (rest, order[cut:])):
+            with atomic_file(target) as tmp:
+                np.savez(tmp, **{name: a[index] for name, a in arrays.items()})
+    elif suffix == ".jsonl":
+        try:
+            lines = [line for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(path, f"not readable as text ({err})") from None
+        order = rng.permutation(len(lines))
+        cut = _cut(path, len(lines), fraction)
+        for target, index in ((first, order[:cut]), (rest, order[cut:])):
+            with atomic_file(target) as tmp:
+                tmp.write_text("".join(lines[i] + "\n" for i in index))
+    else:
+        raise InputError(path, f"unsupported data format {suffix!r} (expected .npz or .jsonl)")
+    return first, rest
+
+
+def _cut(path: Path, count: int, fraction: float) -> int:
+    if count < 2:
+        raise InputError(path, f"{count} sample(s); at least 2 are needed to split")
+    return min(max(1, round(count * fraction)), count - 1)

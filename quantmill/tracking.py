@@ -11,6 +11,7 @@ from pathlib import Path
 from quantmill.errors import InputError
 
 EXPERIMENT = "quantmill"
+CALIBRATION_SAMPLE = "calibration/calibration_sample.npz"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 
 
@@ -76,10 +77,15 @@ def download_registered_model(uri: str, dest: Path) -> tuple[Path, str, str]:
     return local, name, str(version.version)
 
 
-def record_run(report: dict, report_path: Path, artifact_dir: Path | None, register_as: str | None, alias: str | None) -> Registration:
-    """Log report's params, metrics and files as one MLflow run; when register_as is given,
-    register the artifact in artifact_dir as a new version of that model with tags and the
-    alias. Returns what was recorded. MLflow's errors pass through."""
+def record_run(
+    report: dict, report_path: Path, artifact_dir: Path | None, register_as: str | None, alias: str | None,
+    calibration_sample: Path | None = None,
+) -> Registration:
+    """Log report's params, metrics and files as one MLflow run, with the calibration
+    samples used (CALIBRATION_SAMPLE, the statistics the recalibration sweep compares fresh
+    data with); when register_as is given, register the artifact in artifact_dir as a new
+    version of that model with tags and the alias. Returns what was recorded. MLflow's
+    errors pass through."""
     import mlflow
 
     registry = client()
@@ -93,6 +99,8 @@ def record_run(report: dict, report_path: Path, artifact_dir: Path | None, regis
             "quantmill.source_model": model["name"], "quantmill.source_version": str(model["version"]),
         })
         mlflow.log_artifact(str(report_path))
+        if calibration_sample is not None:
+            mlflow.log_artifact(str(calibration_sample), artifact_path=str(Path(CALIBRATION_SAMPLE).parent))
         if artifact_dir is not None:
             mlflow.log_artifacts(str(artifact_dir), artifact_path="chosen_artifact")
         if register_as is None:
@@ -224,3 +232,61 @@ def register_source_model(path: Path, name: str) -> str:
     version = str(info.registered_model_version)
     registry.set_model_version_tag(name, version, "source_sha256", digest)
     return version
+
+
+def model_version_tags(name: str, version: str) -> dict[str, str]:
+    """Return the tags of registered model version name/version. MLflow's errors pass through."""
+    return dict(client().get_model_version(name, version).tags)
+
+
+def tag_model_version(name: str, version: str, key: str, value: str) -> None:
+    """Set one tag on registered model version name/version. MLflow's errors pass through."""
+    client().set_model_version_tag(name, version, key, value)
+
+
+def ensure_registry_webhook(url: str, secret: str, events: tuple[str, ...], name: str = "quantmill") -> str:
+    """Create (or, when one of that name exists, update) the MLflow registry webhook that
+    posts events to url signed with secret; return its id. Needs a tracking server with a
+    database backend: MLflow raises for other stores."""
+    registry = client()
+    for hook in registry.list_webhooks():
+        if hook.name == name:
+            return registry.update_webhook(hook.webhook_id, url=url, events=list(events), secret=secret, status="ACTIVE").webhook_id
+    return registry.create_webhook(name=name, url=url, events=list(events), secret=secret).webhook_id
+
+
+@dataclass(frozen=True)
+class AliasedVersion:
+    """A registered model version that carries an alias, with its tags and its run."""
+
+    name: str
+    version: str
+    alias: str
+    run_id: str | None
+    tags: dict[str, str]
+
+
+def versions_with_alias(alias: str) -> list[AliasedVersion]:
+    """Return every registered model version carrying alias, by model name. MLflow's errors pass through."""
+    registry = client()
+    found = []
+    for model in registry.search_registered_models(max_results=1000):
+        version = (model.aliases or {}).get(alias)
+        if version is not None:
+            mv = registry.get_model_version(model.name, version)
+            found.append(AliasedVersion(model.name, str(mv.version), alias, mv.run_id, dict(mv.tags)))
+    return sorted(found, key=lambda v: v.name)
+
+
+def download_run_file(run_id: str, artifact_path: str, dest: Path) -> Path:
+    """Download one file logged by run run_id into dest and return its local path. Raises
+    InputError when the run has no such file."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client()
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dest)))
+    except (MlflowException, OSError) as err:
+        raise InputError(f"runs:/{run_id}/{artifact_path}", f"cannot be downloaded ({str(err).splitlines()[0]})") from None

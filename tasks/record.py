@@ -3,23 +3,25 @@ artifacts summarising it."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from quantmill.data import Dataset, save_samples
 from quantmill.gate import PASSED
 from quantmill.report import render_summary, write_report
 from quantmill.storage import s3_from_env, upload_artifact
-from quantmill.tracking import record_run
+from quantmill.tracking import CALIBRATION_SAMPLE, record_run
 from tasks.policy import EPHEMERAL, retried
 
 
 @task(name="record", **retried(), **EPHEMERAL)
-def record_task(report: dict, out_dir: Path, register: bool, alias: str) -> dict:
+def record_task(report: dict, out_dir: Path, register: bool, alias: str, calibration_sample: Dataset | None = None) -> dict:
     """Upload the chosen artifact to S3 when QUANTMILL_S3_BUCKET is set, write report.json,
     log the MLflow run, and register the chosen artifact when the gate passed and register
-    is set. Returns the report with its `storage` and `mlflow` sections filled in."""
+    is set; the calibration samples go with the run for the recalibration sweep. Returns the report with its `storage` and `mlflow` sections filled in."""
     gate = report["gate"]
     chosen = next((a for a in report["attempts"] if a["index"] == gate["chosen_attempt"]), None)
     location = s3_from_env()
@@ -29,12 +31,16 @@ def record_task(report: dict, out_dir: Path, register: bool, alias: str) -> dict
         report = {**report, "storage": {"s3_uri": upload_artifact(Path(chosen["path"]).parent, location, name)}}
     report_path = write_report(report, out_dir)
     ship = register and gate["status"] == PASSED and chosen is not None
-    registration = record_run(
-        report, report_path,
-        artifact_dir=Path(chosen["path"]).parent if chosen else None,
-        register_as=f"{report['model']['name']}-quantized" if ship else None,
-        alias=alias if ship else None,
-    )
+    with tempfile.TemporaryDirectory(prefix="quantmill-record-") as scratch:
+        sample = None if calibration_sample is None else save_samples(
+            calibration_sample, Path(scratch) / Path(CALIBRATION_SAMPLE).name
+        )
+        registration = record_run(
+            report, report_path,
+            artifact_dir=Path(chosen["path"]).parent if chosen else None,
+            register_as=f"{report['model']['name']}-quantized" if ship else None,
+            alias=alias if ship else None, calibration_sample=sample,
+        )
     final = {**report, "mlflow": {
         "run_id": registration.run_id, "registered_model": registration.registered_model,
         "version": registration.version, "alias": registration.alias,

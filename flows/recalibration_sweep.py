@@ -1,0 +1,70 @@
+"""The recalibration-sweep flow: monthly, every model version carrying the production alias
+is checked for calibration drift against a fresh sample of recent data, and a drifted one
+is re-quantized with the fresh data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.quantize_model import quantize_model
+from quantmill.sweep import RECENT_DATA_TAG, SweepEntry, render_sweep, write_sweep_report
+from quantmill.tracking import quantmill_home
+from tasks.sweep import aliased_versions_task, drift_task, quantization_record_task, split_task
+
+
+@flow(name="recalibration-sweep")
+def recalibration_sweep(
+    alias: str = "production", recent_data: dict[str, str] | None = None, alpha: float = 0.01,
+    out_dir: str = "sweep", benchmark_on: list[str] | None = None, benchmark_seconds: float = 1.0,
+) -> dict:
+    """Return the sweep report (also out_dir/sweep-report.json): per version @alias, the KS
+    drift of the fresh data — recent_data[registered model name], else the version's tag
+    quantmill.recent_data — from the calibration samples logged by the run that made it.
+
+    A drifted version's source model is re-quantized by quantize-model with the fresh data,
+    split in two for calibration and evaluation, the same task, target and budget; a new
+    passing version gets the target's alias. The production alias is left for a person to move.
+    """
+    logger = get_run_logger()
+    out = Path(out_dir).resolve()
+    entries = []
+    for found in aliased_versions_task(alias):
+        fresh = (recent_data or {}).get(found.name) or found.tags.get(RECENT_DATA_TAG)
+        source = found.tags.get("source_model"), found.tags.get("source_version")
+        source_uri = f"models:/{source[0]}/{source[1]}" if all(source) else None
+        entry = SweepEntry(found.name, found.version, source_uri, fresh)
+        if not fresh or not source_uri or not found.run_id:
+            missing = "no recent data (parameter or tag quantmill.recent_data)" if not fresh else "no source model or run"
+            entries.append(replace(entry, note=missing))
+            logger.warning("%s v%s skipped: %s", found.name, found.version, missing)
+            continue
+        work = quantmill_home() / "sweep" / f"{found.name}-v{found.version}"
+        record, stored = quantization_record_task(found.run_id, work)
+        drift = drift_task(source_uri, stored, Path(fresh), alpha, work)
+        logger.info("%s v%s: %s", found.name, found.version, "drifted" if drift.drifted else "stable")
+        if not drift.drifted:
+            entries.append(replace(entry, drift=drift))
+            continue
+        calibration, evaluation = split_task(Path(fresh), work / "fresh", seed=0)
+        report = quantize_model(
+            model=source_uri, task=record["task"], calibration_data=str(calibration), eval_data=str(evaluation),
+            target=record["target"], max_accuracy_drop=record["max_accuracy_drop"],
+            out_dir=str(out / f"{found.name}-v{found.version}"), benchmark_on=benchmark_on,
+            benchmark_seconds=benchmark_seconds,
+        )
+        entries.append(replace(
+            entry, drift=drift, requantized=True, gate_status=report["gate"]["status"],
+            new_version=(report.get("mlflow") or {}).get("version"),
+            report=str(out / f"{found.name}-v{found.version}" / "report.json"),
+        ))
+    path = write_sweep_report(entries, alias, out)
+    summary = render_sweep(entries, alias)
+    logger.info("%s", summary)
+    create_markdown_artifact(key="quantmill-recalibration-sweep", markdown="```\n" + summary + "\n```",
+                             description="calibration drift of production versions")
+    return json.loads(path.read_text())

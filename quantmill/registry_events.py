@@ -1,0 +1,110 @@
+"""MLflow registry webhooks: verifying a delivery, and reading from a model version's tags
+whether and how quantmill should quantize it.
+
+A version asks to be quantized by carrying the tags quantmill.task,
+quantmill.calibration_data and quantmill.eval_data (optionally quantmill.max_accuracy_drop
+and quantmill.target). The same version with the same tags is one request, named by one
+event id, however often MLflow reports it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+from quantmill.errors import QuantmillError
+
+EVENT = "quantmill.model-version.registered"
+TASK, CALIBRATION, EVALUATION = "quantmill.task", "quantmill.calibration_data", "quantmill.eval_data"
+BUDGET, TARGET = "quantmill.max_accuracy_drop", "quantmill.target"
+# Set by the receiver once it has emitted a version's event: the event id it emitted.
+REQUESTED = "quantmill.requested"
+# The registry events that may complete a request: a version created with its tags, or a
+# tag set on it afterwards.
+WEBHOOK_EVENTS = ("model_version.created", "model_version_tag.set")
+_NAMESPACE = uuid.UUID("6f1d9e0a-7c43-4b8e-9a55-3f2d8c1b0e47")
+_MAX_CLOCK_SKEW_S = 300
+
+
+class WebhookRejected(QuantmillError):
+    """A delivery that is not MLflow's: bad or missing signature, stale timestamp, or a body
+    that is not a webhook payload."""
+
+
+@dataclass(frozen=True)
+class QuantizeRequest:
+    """One registered model version and the configuration it is to be quantized with."""
+
+    name: str
+    version: str
+    task: str
+    calibration_data: str
+    eval_data: str
+    max_accuracy_drop: float | None = None
+    target: str | None = None
+
+    @property
+    def model_uri(self) -> str:
+        """Return models:/NAME/VERSION."""
+        return f"models:/{self.name}/{self.version}"
+
+    def event_id(self) -> uuid.UUID:
+        """Return the id of this request's event: the same for the same version and configuration."""
+        return uuid.uuid5(_NAMESPACE, json.dumps(asdict(self), sort_keys=True))
+
+    def flow_parameters(self) -> dict:
+        """Return the quantize-model flow's parameters for this request."""
+        chosen = {"max_accuracy_drop": self.max_accuracy_drop, "target": self.target}
+        return {
+            "model": self.model_uri, "task": self.task, "calibration_data": self.calibration_data,
+            "eval_data": self.eval_data, **{k: v for k, v in chosen.items() if v is not None},
+        }
+
+
+def request_from_tags(name: str, version: str, tags: dict[str, str]) -> QuantizeRequest | None:
+    """Return the QuantizeRequest that a version's tags make, or None when they do not ask
+    for quantization (any of the three required tags missing).
+
+    Raises WebhookRejected naming the version when quantmill.max_accuracy_drop is not a number.
+    """
+    if not all(tags.get(key) for key in (TASK, CALIBRATION, EVALUATION)):
+        return None
+    budget = tags.get(BUDGET)
+    try:
+        max_drop = float(budget) if budget else None
+    except ValueError:
+        raise WebhookRejected(f"models:/{name}/{version}: tag {BUDGET}={budget!r} is not a number") from None
+    return QuantizeRequest(name, str(version), tags[TASK], tags[CALIBRATION], tags[EVALUATION], max_drop, tags.get(TARGET))
+
+
+def verify_delivery(secret: str, headers: dict[str, str], body: bytes, now: float | None = None) -> dict:
+    """Return the parsed webhook payload ({"entity", "action", "timestamp", "data"}) after
+    checking MLflow's HMAC-SHA256 signature over "delivery_id.timestamp.body" and that the
+    timestamp is within five minutes.
+
+    Hand-written because MLflow ships the signing side only. Raises WebhookRejected.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    delivery, stamp, signature = (lowered.get(h) for h in ("x-mlflow-delivery-id", "x-mlflow-timestamp", "x-mlflow-signature"))
+    if not (delivery and stamp and signature):
+        raise WebhookRejected("webhook delivery without MLflow's delivery id, timestamp and signature headers")
+    try:
+        skew = abs((time.time() if now is None else now) - int(stamp))
+    except ValueError:
+        raise WebhookRejected(f"webhook timestamp {stamp!r} is not a Unix time") from None
+    if skew > _MAX_CLOCK_SKEW_S:
+        raise WebhookRejected(f"webhook timestamp {stamp} is {skew:.0f} s away from now (replay?)")
+    digest = hmac.new(secret.encode(), f"{delivery}.{stamp}.".encode() + body, hashlib.sha256).digest()
+    expected = "v1," + base64.b64encode(digest).decode()
+    if not hmac.compare_digest(expected, signature):
+        raise WebhookRejected("webhook signature does not match the shared secret")
+    try:
+        payload = json.loads(body)
+        payload["entity"], payload["action"], payload["data"]["name"]
+    except (ValueError, KeyError, TypeError):
+        raise WebhookRejected("webhook body is not an MLflow registry payload") from None
+    return payload

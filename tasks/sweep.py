@@ -1,0 +1,44 @@
+"""Tasks of the recalibration sweep: find production versions, fetch the calibration
+samples each was quantized with, measure drift against fresh data, split fresh data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import task
+
+from quantmill.calibration import Drift, measure_drift
+from quantmill.data import load_dataset, split_file
+from quantmill.inspection import inspect_model
+from quantmill.sources import resolve_model
+from quantmill.tracking import CALIBRATION_SAMPLE, AliasedVersion, download_run_file, versions_with_alias
+from tasks.policy import EPHEMERAL, retried
+
+
+@task(name="find-aliased-versions", **retried(), **EPHEMERAL)
+def aliased_versions_task(alias: str) -> list[AliasedVersion]:
+    """Return every registered model version carrying alias."""
+    return versions_with_alias(alias)
+
+
+@task(name="fetch-quantization-record", **retried(), **EPHEMERAL)
+def quantization_record_task(run_id: str, workdir: Path) -> tuple[dict, Path]:
+    """Return the report and the calibration samples that run run_id logged."""
+    report = json.loads(download_run_file(run_id, "report.json", workdir).read_text())
+    return report, download_run_file(run_id, CALIBRATION_SAMPLE, workdir)
+
+
+@task(name="measure-drift", timeout_seconds=1800, **EPHEMERAL)
+def drift_task(model_uri: str, stored: Path, fresh: Path, alpha: float, workdir: Path) -> Drift:
+    """Return the drift of the fresh data from the stored calibration samples, both shaped
+    for the inputs of the model at model_uri (fresh text is tokenized with its tokenizer)."""
+    model = resolve_model(model_uri, workdir)
+    inputs = inspect_model(model.onnx_path).inputs
+    return measure_drift(load_dataset(stored, inputs, None), load_dataset(fresh, inputs, model.tokenizer_dir), alpha)
+
+
+@task(name="split-fresh-data", **EPHEMERAL)
+def split_task(path: Path, out_dir: Path, seed: int) -> tuple[Path, Path]:
+    """Return (calibration, evaluation) halves of the fresh data, shuffled with seed."""
+    return split_file(path, out_dir, 0.5, seed)
