@@ -100,7 +100,7 @@ def _webhook(args: argparse.Namespace) -> int:
 def _common(args: argparse.Namespace) -> dict:
     return {
         "model": args.model, "calibration_data": str(args.calibration_data.resolve()),
-        "eval_data": str(args.eval_data.resolve()), "target": args.target, "out_dir": str(args.out),
+        "eval_data": str(args.eval_data.resolve()), "target": args.target, "out_dir": str(args.out.resolve()),
         "register_model": not args.no_register, "alias": args.alias,
         **({"table_dir": str(args.benchmark_table.resolve())} if args.benchmark_table else {}),
     }

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         version = register_source_model(source, name)
         report = quantize_model(
             model=f"models:/{name}/{version}", task=task, calibration_data=str(calibration),
-            eval_data=str(evaluation), max_accuracy_drop=budget, out_dir=str(args.out / name),
+            eval_data=str(evaluation), max_accuracy_drop=budget, out_dir=str((args.out / name).resolve()),
         )
         summaries.append(render_summary(report))
     llama = build_tiny_llama(data)
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     version = register_source_model(llama.model_dir, "tiny-llama-stdlib")
     report = quantize_language_model(
         model=f"models:/tiny-llama-stdlib/{version}", calibration_data=str(llama.train_text),
-        eval_data=str(llama.heldout_text), max_ppl_increase=PERPLEXITY_BUDGET, out_dir=str(args.out / "tiny-llama-stdlib"),
+        eval_data=str(llama.heldout_text), max_ppl_increase=PERPLEXITY_BUDGET, out_dir=str((args.out / "tiny-llama-stdlib").resolve()),
     )
     summaries.append(render_summary(report))
     print("\n\n".join(summaries))

@@ -16,7 +16,7 @@ from quantmill.escalation import Step
 from quantmill.provenance import artifact_metadata
 from quantmill.quantizers.onnx_runtime import QuantizeOptions
 from quantmill.report import build_report, lm_model_section
-from quantmill.tracking import quantmill_home
+from quantmill.tracking import output_dir, quantmill_home
 from tasks.benchmark import hardware_task
 from tasks.calibration import validate_calibration_task
 from tasks.export import export_task
@@ -53,7 +53,7 @@ def quantize_language_model(
     written to out_dir/report.json). The gate metric is the relative perplexity increase
     in percent against the full-precision model on eval_windows windows of held-out text."""
     logger = get_run_logger()
-    out = Path(out_dir).resolve()
+    out = output_dir(out_dir)
     ref = resolve_language_model_task(model, quantmill_home() / "work")
     hardware = hardware_task(
         f"llama.cpp via llama-cpp-python {version('llama-cpp-python')}; transformers {version('transformers')} for AWQ"

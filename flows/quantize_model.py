@@ -14,7 +14,7 @@ from quantmill.escalation import calibration_steps, exclusion_steps, scans_sensi
 from quantmill.provenance import artifact_metadata
 from quantmill.report import build_report, model_section
 from quantmill.sensitivity import exclusion_sets
-from quantmill.tracking import quantmill_home
+from quantmill.tracking import output_dir, quantmill_home
 from tasks.benchmark import benchmark_on_pool_task, benchmark_task, hardware_task
 from tasks.calibration import load_data_task, subsample_task, validate_calibration_task
 from tasks.evaluate import baseline_outputs_task, evaluate_task
@@ -26,7 +26,7 @@ from tasks.resolve import inspect_task, resolve_model_task
 from tasks.select import select_formats_task
 
 
-@flow(name="quantize-model")
+@flow(name="quantize-model", persist_result=True, result_serializer="json")
 def quantize_model(
     model: str,
     task: str,
@@ -52,7 +52,7 @@ def quantize_model(
     when the gate passes and register_model is set.
     """
     logger = get_run_logger()
-    out = Path(out_dir).resolve()
+    out = output_dir(out_dir)
     ref = resolve_model_task(model, quantmill_home() / "work")
     profile = inspect_task(ref)
     hardware = hardware_task()

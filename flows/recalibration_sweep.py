@@ -13,11 +13,11 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.quantize_model import quantize_model
 from quantmill.sweep import RECENT_DATA_TAG, SweepEntry, render_sweep, write_sweep_report
-from quantmill.tracking import quantmill_home
+from quantmill.tracking import output_dir, quantmill_home
 from tasks.sweep import aliased_versions_task, drift_task, quantization_record_task, split_task
 
 
-@flow(name="recalibration-sweep")
+@flow(name="recalibration-sweep", persist_result=True, result_serializer="json")
 def recalibration_sweep(
     alias: str = "production", recent_data: dict[str, str] | None = None, alpha: float = 0.01,
     out_dir: str = "sweep", benchmark_on: list[str] | None = None, benchmark_seconds: float = 1.0,
@@ -31,7 +31,7 @@ def recalibration_sweep(
     passing version gets the target's alias. The production alias is left for a person to move.
     """
     logger = get_run_logger()
-    out = Path(out_dir).resolve()
+    out = output_dir(out_dir)
     entries = []
     for found in aliased_versions_task(alias):
         fresh = (recent_data or {}).get(found.name) or found.tags.get(RECENT_DATA_TAG)

@@ -89,6 +89,9 @@ def serve(host: str, port: int, secret: str) -> ThreadingHTTPServer:
                 status, message = 503, f"{type(err).__name__}: {err}"
             self._reply(status, message)
 
+        def do_GET(self) -> None:
+            self._reply(200, "quantmill webhook receiver")
+
         def _reply(self, status: int, message: str) -> None:
             data = json.dumps({"message": message}).encode()
             self.send_response(status)

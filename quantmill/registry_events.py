@@ -60,7 +60,7 @@ class QuantizeRequest:
         """Return the quantize-model flow's parameters for this request."""
         chosen = {"max_accuracy_drop": self.max_accuracy_drop, "target": self.target}
         return {
-            "model": self.model_uri, "task": self.task, "calibration_data": self.calibration_data,
+            "model": self.model_uri, "out_dir": f"out/{self.name}-v{self.version}", "task": self.task, "calibration_data": self.calibration_data,
             "eval_data": self.eval_data, **{k: v for k, v in chosen.items() if v is not None},
         }
 

@@ -30,6 +30,12 @@ def quantmill_home() -> Path:
     return Path(os.environ.get("QUANTMILL_HOME", ".quantmill")).resolve()
 
 
+def output_dir(path: str) -> Path:
+    """Return path if absolute, else path under quantmill_home(): a deployment's relative
+    out_dir lands in the worker's state folder, not wherever its process started."""
+    return Path(path) if Path(path).is_absolute() else quantmill_home() / path
+
+
 def tracking_uri() -> str:
     """Return $MLFLOW_TRACKING_URI, else a SQLite store under quantmill_home()."""
     home = quantmill_home()

@@ -1,0 +1,212 @@
+"""quantmill as deployed: a Prefect server with process workers on pools cpu and gpu, an
+MLflow tracking server whose artifacts live on an S3 API server, and the registry webhook
+receiver, all started here on loopback. One model version's life, in order: registered ->
+quantized once by the trigger; the same event again -> nothing new; re-run -> from cache;
+a pool without a worker -> not benchmarked; S3 down mid-run -> survived; the monthly sweep
+-> the drifted model re-quantized, the other left alone."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.stack import SECRET, Stack, copy_logs, start_stack
+
+pytestmark = pytest.mark.orchestration
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stack")
+    stack = start_stack(root)
+    yield stack
+    stack.close()
+
+
+@pytest.fixture
+def live(stack, monkeypatch, tmp_path):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow_url)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "MLFLOW_S3_ENDPOINT_URL"):
+        monkeypatch.setenv(key, stack.env[key])
+    with temporary_settings({PREFECT_API_URL: stack.prefect_url}):
+        try:
+            yield stack
+        finally:
+            copy_logs(stack, tmp_path / "logs")
+
+
+def _quantize_runs(client) -> list:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    return client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["quantize-model"])))
+
+
+def _wait_for(predicate, seconds: float, what: str, stack: Stack):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(2)
+    raise AssertionError(f"{what} not within {seconds} s; worker log tail:\n{stack.log('worker-cpu')[-4000:]}\n"
+                         f"webhook log tail:\n{stack.log('webhook')[-2000:]}")
+
+
+def _finished(client, run_id):
+    run = client.read_flow_run(run_id)
+    return run if run.state and run.state.is_final() else None
+
+
+def _task_states(client, run_id) -> dict[str, str]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), limit=200,
+                                 sort="EXPECTED_START_TIME_ASC")
+    return {r.name.rsplit("-", 1)[0] + f"#{i}": r.state.name for i, r in enumerate(runs)}
+
+
+def _register(digits, name: str, stack: Stack) -> str:
+    from quantmill.tracking import register_source_model, tag_model_version
+
+    version = register_source_model(digits.model, name)
+    for key, value in {"quantmill.task": "classification", "quantmill.calibration_data": str(digits.calibration),
+                       "quantmill.eval_data": str(digits.evaluation)}.items():
+        tag_model_version(name, version, key, value)
+    return version
+
+
+def test_registry_to_production_and_the_monthly_sweep(live, digits, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from quantmill.registry_events import REQUESTED
+    from quantmill.storage import S3Location, s3_client
+    from quantmill.tracking import client as mlflow_client
+    from quantmill.tracking import ensure_registry_webhook, model_version_tags, tag_model_version
+
+    stack = live
+    ensure_registry_webhook(stack.webhook_url, SECRET, ("model_version.created", "model_version_tag.set"))
+    registry = mlflow_client()
+
+    with get_client(sync_client=True) as prefect:
+        # Registering a version with its quantmill tags starts exactly one quantize run,
+        # which completes and moves the alias.
+        version = _register(digits, "digits-a", stack)
+        runs = _wait_for(lambda: _quantize_runs(prefect), 120, "a quantize-model run", stack)
+        first = _wait_for(lambda: _finished(prefect, runs[0].id), 600, "the triggered run finishing", stack)
+        assert first.state.is_completed(), first.state.message
+        assert first.parameters["model"] == f"models:/digits-a/{version}"
+        report = json.loads((Path(stack.env["QUANTMILL_HOME"]) / "out" / f"digits-a-v{version}" / "report.json").read_text())
+        assert report["gate"]["status"] in ("passed", "manual_review")
+        targets = {t["target"]: t for t in report["targets"]}
+        assert targets["cpu"]["status"] == "measured" and "cpu" in targets["cpu"]["hardware"]
+        # The gpu worker is this CPU-only machine: it says so rather than measuring.
+        assert targets["gpu"]["status"] == "not benchmarked" and "CUDAExecutionProvider" in targets["gpu"]["reason"]
+        if report["gate"]["status"] == "passed":
+            assert registry.get_model_version_by_alias("digits-a-quantized", "cpu").version == report["mlflow"]["version"]
+        event_id = model_version_tags("digits-a", version)[REQUESTED]
+
+        # The same event again, three ways: MLflow reporting the tags once more, a replayed
+        # webhook delivery, and the Prefect event itself re-sent. Nothing new starts.
+        tag_model_version("digits-a", version, "quantmill.task", "classification")
+        assert _deliver_again(stack, "digits-a", version) == 200
+        _emit_again(event_id, first.parameters, version)
+        time.sleep(20)
+        assert [r.id for r in _quantize_runs(prefect)] == [first.id]
+
+        # Re-run unchanged (as from the UI) with the gpu pool's worker gone: the expensive
+        # steps come from cache, and gpu is reported not benchmarked after a bounded wait.
+        stack.stop("worker-gpu")
+        again = run_deployment("quantize-model/quantize-model", parameters={**first.parameters, "worker_wait_seconds": 15},
+                               timeout=600)
+        assert again.state.is_completed(), again.state.message
+        states = _task_states(prefect, again.id)
+        assert {s for k, s in states.items() if k.startswith(("quantize#", "evaluate#"))} == {"Cached"}, states
+        rerun = again.state.result()
+        gpu = next(t for t in rerun["targets"] if t["target"] == "gpu")
+        assert gpu["status"] == "not benchmarked" and "no worker on work pool 'gpu'" in gpu["reason"]
+
+        # S3 stopped for a few seconds just as a new version's run starts (the run fetches
+        # the model through MLflow's artifact proxy from S3): retries carry it through.
+        second = _register(digits, "digits-b", stack)
+        run = _wait_for(lambda: [r for r in _quantize_runs(prefect) if r.id not in (first.id, again.id)], 120,
+                        "the digits-b run", stack)[0]
+        _wait_for(lambda: prefect.read_flow_run(run.id).state.is_running(), 120, "the digits-b run starting", stack)
+        stack.s3_server.stop()
+        time.sleep(6)
+        stack.s3_server.start()
+        done = _wait_for(lambda: _finished(prefect, run.id), 600, "the digits-b run finishing", stack)
+        assert done.state.is_completed(), done.state.message
+        b_report = done.state.result()
+        # Nothing lost or half-written: the uploaded artifact matches its manifest.
+        uri = b_report["storage"]["s3_uri"]
+        s3 = s3_client(S3Location("artifacts", "quantmill", stack.env["QUANTMILL_S3_ENDPOINT_URL"]))
+        prefix = uri.removeprefix("s3://artifacts/")
+        manifest = json.loads(s3.get_object(Bucket="artifacts", Key=f"{prefix}/manifest.json")["Body"].read())
+        assert manifest["files"]
+        for name, digest in manifest["files"].items():
+            body = s3.get_object(Bucket="artifacts", Key=f"{prefix}/{name}")["Body"].read()
+            assert hashlib.sha256(body).hexdigest() == digest
+        logged = [a.path for a in registry.list_artifacts(b_report["mlflow"]["run_id"])]
+        assert "report.json" in logged and "calibration" in logged
+
+        # The monthly sweep: both versions in production; digits-a's recent data is more of
+        # the same digits, digits-b's is the same digits at half brightness.
+        drifted = tmp_path / "digits-dim.npz"
+        with np.load(digits.evaluation) as data:
+            np.savez(drifted, pixels=(data["pixels"] * 0.5).astype(np.float32), labels=data["labels"])
+        for name, report_of, fresh in (("digits-a", report, digits.evaluation), ("digits-b", b_report, drifted)):
+            quantized = f"{name}-quantized"
+            registry.set_registered_model_alias(quantized, "production", report_of["mlflow"]["version"] or "1")
+            tag_model_version(quantized, report_of["mlflow"]["version"] or "1", "quantmill.recent_data", str(fresh))
+        sweep = run_deployment("recalibration-sweep/recalibration-sweep", parameters={"benchmark_on": None}, timeout=900)
+        assert sweep.state.is_completed(), sweep.state.message
+        found = {v["name"]: v for v in sweep.state.result()["versions"]}
+        assert not found["digits-a-quantized"]["drift"]["drifted"] and not found["digits-a-quantized"]["requantized"]
+        assert found["digits-b-quantized"]["drift"]["drifted"] and found["digits-b-quantized"]["requantized"]
+        assert found["digits-b-quantized"]["drift"]["ks_statistic"] > 0.3
+        assert found["digits-b-quantized"]["gate_status"] in ("passed", "manual_review")
+
+
+def _emit_again(event_id: str, parameters: dict, version: str) -> None:
+    import asyncio
+    import uuid
+
+    from prefect.events import Event
+    from prefect.events.clients import get_events_client
+
+    from quantmill.registry_events import EVENT
+
+    async def emit() -> None:
+        async with get_events_client() as events:
+            await events.emit(Event(
+                id=uuid.UUID(event_id), event=EVENT, payload=parameters,
+                resource={"prefect.resource.id": f"mlflow.model-version.digits-a.{version}"},
+            ))
+
+    asyncio.run(emit())
+
+
+def _deliver_again(stack: Stack, name: str, version: str) -> int:
+    """POST a correctly signed model_version.created delivery, as MLflow would send it."""
+    body = json.dumps({"entity": "model_version", "action": "created", "timestamp": "now",
+                       "data": {"name": name, "version": version, "tags": {}}}).encode()
+    delivery, stamp = "replayed-delivery", str(int(time.time()))
+    signature = base64.b64encode(hmac.new(SECRET.encode(), f"{delivery}.{stamp}.".encode() + body, hashlib.sha256).digest())
+    request = urllib.request.Request(stack.webhook_url, data=body, method="POST", headers={
+        "Content-Type": "application/json", "X-MLflow-Delivery-Id": delivery, "X-MLflow-Timestamp": stamp,
+        "X-MLflow-Signature": "v1," + signature.decode(),
+    })
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert "duplicate" in json.loads(response.read())["message"]
+        return response.status
