@@ -10,5 +10,5 @@ COPY flows flows
 COPY benchmark_tables benchmark_tables
 COPY deployments deployments
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
- && pip install -c constraints.txt .
+ && pip install -c constraints.txt '.[server]'
 CMD ["prefect", "worker", "start", "--pool", "cpu"]

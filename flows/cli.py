@@ -18,6 +18,7 @@ from quantmill.tracking import quantmill_home
 TASKS = ("classification", "embedding", "language-modeling")
 EXIT_CODES = {"passed": 0, "failed": 1, "manual_review": 3}
 EXIT_BAD_INPUT = 2
+RESULTS_BLOCK = "s3-bucket/quantmill-results"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765)
     register = action.add_parser("register", help="create or update the MLflow webhook pointing at the receiver")
     register.add_argument("url", help="the receiver's URL as MLflow's server reaches it, e.g. http://quantmill-webhook:8765/")
+    commands.add_parser(
+        "results-storage",
+        help=f"save the Prefect block {RESULTS_BLOCK} (task results and cache records on the S3 of QUANTMILL_S3_*)",
+    )
     return parser
 
 
@@ -66,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "webhook":
         return _webhook(args)
+    if args.command == "results-storage":
+        print(save_results_block())
+        return 0
     try:
         preflight(args)
     except QuantmillError as err:
@@ -77,6 +85,31 @@ def main(argv: list[str] | None = None) -> int:
     print(render_summary(report))
     print(f"report: {(args.out / 'report.json').resolve()}")
     return EXIT_CODES[report["gate"]["status"]]
+
+
+def save_results_block() -> str:
+    """Save (or overwrite) the s3-bucket block holding Prefect's results and cache records
+    under QUANTMILL_S3_BUCKET/QUANTMILL_S3_PREFIX/prefect-results, with the endpoint and,
+    when set, the AWS_* credentials; return the slug to put in
+    PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK. Raises SystemExit when no bucket is configured."""
+    import os
+
+    from prefect_aws import AwsCredentials, S3Bucket
+    from prefect_aws.client_parameters import AwsClientParameters
+
+    from quantmill.storage import s3_from_env
+
+    location = s3_from_env()
+    if location is None:
+        raise SystemExit("quantmill: error: set QUANTMILL_S3_BUCKET (and QUANTMILL_S3_ENDPOINT_URL for a non-AWS store)")
+    credentials = AwsCredentials(
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"), aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        region_name=os.environ.get("AWS_DEFAULT_REGION"),
+        aws_client_parameters=AwsClientParameters(endpoint_url=location.endpoint_url),
+    )
+    block = S3Bucket(bucket_name=location.bucket, bucket_folder=f"{location.prefix}/prefect-results", credentials=credentials)
+    block.save(RESULTS_BLOCK.split("/", 1)[1], overwrite=True)
+    return RESULTS_BLOCK
 
 
 def _webhook(args: argparse.Namespace) -> int:

@@ -135,6 +135,7 @@ def test_registry_to_production_and_the_monthly_sweep(live, digits, tmp_path):
         rerun = again.state.result()
         gpu = next(t for t in rerun["targets"] if t["target"] == "gpu")
         assert gpu["status"] == "not benchmarked" and "no worker on work pool 'gpu'" in gpu["reason"]
+        stack.start_worker("gpu")
 
         # S3 stopped for a few seconds just as a new version's run starts (the run fetches
         # the model through MLflow's artifact proxy from S3): retries carry it through.
