@@ -15,7 +15,7 @@ from quantmill.lm_benchmark import LMBenchmark, benchmark_gguf, benchmark_transf
 from quantmill.lm_evaluation import compare, llama_cpp_logits, text_dataset, torch_logits
 from quantmill.lm_sources import LanguageModelRef, resolve_language_model
 from quantmill.quantizers.awq import quantize_awq
-from tasks.policy import EPHEMERAL, retried
+from tasks.policy import EPHEMERAL, cached, retried
 
 
 @task(name="resolve-language-model", **retried(), **EPHEMERAL)
@@ -55,14 +55,14 @@ def quantize_awq_task(model: LanguageModelRef, out_dir: Path, calibration: Datas
     return quantize_awq(model.model_dir, out_dir, calibration.inputs["input_ids"])
 
 
-@task(name="evaluate-checkpoint", **EPHEMERAL)
+@task(name="evaluate-checkpoint", **cached())
 def evaluate_checkpoint_task(checkpoint: Path, reference: np.ndarray, windows: np.ndarray) -> Evaluation:
     """Return a Hugging Face checkpoint's Evaluation against the full-precision logits, run
     through transformers on the CPU."""
     return compare(reference, torch_logits(checkpoint, windows), windows)
 
 
-@task(name="evaluate-gguf", **EPHEMERAL)
+@task(name="evaluate-gguf", **cached())
 def evaluate_gguf_task(gguf: Path, reference: np.ndarray, windows: np.ndarray) -> Evaluation:
     """Return the GGUF's Evaluation against the full-precision logits, run through llama.cpp."""
     return compare(reference, llama_cpp_logits(gguf, windows), windows)

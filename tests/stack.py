@@ -1,7 +1,8 @@
 """The servers the orchestration tests run against, started here on loopback: an S3 API
 (moto's server mode, in this process so it can be stopped and restarted with its data), an
-MLflow tracking server on SQLite with its artifact store on that S3, a Prefect server, a
-process worker per pool (cpu, gpu), and quantmill's registry webhook receiver."""
+MLflow tracking server on SQLite with its artifact store on that S3, a Prefect server whose
+task results and cache records go to that S3, a process worker per pool (cpu, gpu), and
+quantmill's registry webhook receiver."""
 
 from __future__ import annotations
 
@@ -126,6 +127,9 @@ def start_stack(root: Path) -> Stack:
         wait_http(f"{stack.mlflow_url}/health", 120, mlflow)
         for pool in ("cpu", "gpu"):
             stack.run(str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process")
+        # Task results and cache records on S3, as in the deployed stack.
+        stack.run(str(BIN / "quantmill"), "results-storage")
+        stack.env["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] = "s3-bucket/quantmill-results"
         stack.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
         for pool in ("cpu", "gpu"):
             stack.start_worker(pool)

@@ -132,6 +132,9 @@ def test_registry_to_production_and_the_monthly_sweep(live, digits, tmp_path):
         assert again.state.is_completed(), again.state.message
         states = _task_states(prefect, again.id)
         assert {s for k, s in states.items() if k.startswith(("quantize#", "evaluate#"))} == {"Cached"}, states
+        s3 = s3_client(S3Location("artifacts", "quantmill", stack.env["QUANTMILL_S3_ENDPOINT_URL"]))
+        records = s3.list_objects_v2(Bucket="artifacts", Prefix="quantmill/prefect-results/")
+        assert any("quantize-" in o["Key"] for o in records.get("Contents", [])), "cache records not on S3"
         rerun = again.state.result()
         gpu = next(t for t in rerun["targets"] if t["target"] == "gpu")
         assert gpu["status"] == "not benchmarked" and "no worker on work pool 'gpu'" in gpu["reason"]
@@ -151,7 +154,6 @@ def test_registry_to_production_and_the_monthly_sweep(live, digits, tmp_path):
         b_report = done.state.result()
         # Nothing lost or half-written: the uploaded artifact matches its manifest.
         uri = b_report["storage"]["s3_uri"]
-        s3 = s3_client(S3Location("artifacts", "quantmill", stack.env["QUANTMILL_S3_ENDPOINT_URL"]))
         prefix = uri.removeprefix("s3://artifacts/")
         manifest = json.loads(s3.get_object(Bucket="artifacts", Key=f"{prefix}/manifest.json")["Body"].read())
         assert manifest["files"]
