@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 # llama.cpp's converter and the gguf-py it was written against, from the same
 # llama-cpp-python source distribution whose quantizer is installed.
-$(LLAMA_SRC)/convert_hf_to_gguf.py: constraints.txt | $(STAMP)
+# Images install into their own Python and pass LLAMA_NEEDS= to skip the venv.
+LLAMA_NEEDS ?= $(STAMP)
+$(LLAMA_SRC)/convert_hf_to_gguf.py: constraints.txt | $(LLAMA_NEEDS)
 	rm -rf $(LLAMA_SRC) .quantmill/sdist && mkdir -p $(LLAMA_SRC) .quantmill/sdist
 	$(PY) -m pip download -q --no-deps --no-binary :all: -d .quantmill/sdist llama-cpp-python==$(LLAMA_VERSION)
 	tar -xzf .quantmill/sdist/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C $(LLAMA_SRC) --strip-components=3 \

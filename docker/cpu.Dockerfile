@@ -1,14 +1,18 @@
 # CPU worker image: the project with CPU-only torch, running a Prefect worker on pool `cpu`.
 # Build from the repository root: docker build -f docker/cpu.Dockerfile -t quantmill-cpu .
 FROM python:3.11-slim
+# llama-cpp-python ships no wheels here: it is built from source.
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake make \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/quantmill
-ENV QUANTMILL_ROOT=/opt/quantmill PIP_NO_CACHE_DIR=1
-COPY pyproject.toml constraints.txt README.md ./
+ENV QUANTMILL_LLAMA_CPP_SRC=/opt/quantmill/.quantmill/llama.cpp QUANTMILL_ROOT=/opt/quantmill PIP_NO_CACHE_DIR=1
+COPY pyproject.toml constraints.txt README.md Makefile ./
 COPY quantmill quantmill
 COPY tasks tasks
 COPY flows flows
 COPY benchmark_tables benchmark_tables
 COPY deployments deployments
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
- && pip install -c constraints.txt '.[server]'
+ && pip install -c constraints.txt '.[server]' \
+ && make llama-src PY=python LLAMA_NEEDS=
 CMD ["prefect", "worker", "start", "--pool", "cpu"]

@@ -4,11 +4,12 @@
 # Run with the NVIDIA container toolkit (docker run --gpus all ...).
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 ARG DEBIAN_FRONTEND=noninteractive
-RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates \
+RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3.11-venv python3.11-dev ca-certificates \
+    build-essential cmake make \
  && rm -rf /var/lib/apt/lists/* && python3.11 -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH QUANTMILL_ROOT=/opt/quantmill PIP_NO_CACHE_DIR=1
+ENV QUANTMILL_LLAMA_CPP_SRC=/opt/quantmill/.quantmill/llama.cpp PATH=/opt/venv/bin:$PATH QUANTMILL_ROOT=/opt/quantmill PIP_NO_CACHE_DIR=1
 WORKDIR /opt/quantmill
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints.txt README.md Makefile ./
 COPY quantmill quantmill
 COPY tasks tasks
 COPY flows flows
@@ -18,6 +19,7 @@ COPY deployments deployments
 # runtime release and differ only in the execution provider.
 RUN pip install --index-url https://download.pytorch.org/whl/cu128 torch==2.13.0 \
  && pip install -c constraints.txt . \
+ && make llama-src PY=python LLAMA_NEEDS= \
  && ORT=$(sed -n 's/^onnxruntime==//p' constraints.txt) \
  && pip uninstall -y onnxruntime && pip install "onnxruntime-gpu==${ORT}"
 CMD ["prefect", "worker", "start", "--pool", "gpu"]

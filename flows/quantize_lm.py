@@ -36,7 +36,7 @@ from tasks.record import record_task
 from tasks.select import select_formats_task
 
 
-@flow(name="quantize-language-model")
+@flow(name="quantize-language-model", persist_result=True, result_serializer="json")
 def quantize_language_model(
     model: str,
     calibration_data: str,

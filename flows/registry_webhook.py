@@ -1,6 +1,7 @@
 """The registry webhook receiver: MLflow posts model-version events here; a version whose
 tags ask for quantization becomes one Prefect event, on which the quantize-model
-deployment's trigger starts a run (deployments/prefect.yaml).
+deployment's trigger (quantize-language-model's, for language models) starts a run
+(deployments/prefect.yaml).
 
 A duplicate starts nothing new, twice over: the event id is derived from the version and
 its configuration, and Prefect's trigger service ignores an event id it has seen; and the
@@ -65,6 +66,8 @@ async def _emit(request: QuantizeRequest) -> None:
             "prefect.resource.id": f"mlflow.model-version.{request.name}.{request.version}",
             "prefect.resource.name": f"{request.name} v{request.version}",
             "mlflow.model.name": request.name, "mlflow.model.version": request.version,
+            # Deployment triggers match on it: language models go to quantize-language-model.
+            "quantmill.task": request.task,
         },
         payload=request.flow_parameters(),
     )

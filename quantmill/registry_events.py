@@ -2,9 +2,10 @@
 whether and how quantmill should quantize it.
 
 A version asks to be quantized by carrying the tags quantmill.task,
-quantmill.calibration_data and quantmill.eval_data (optionally quantmill.max_accuracy_drop
-and quantmill.target). The same version with the same tags is one request, named by one
-event id, however often MLflow reports it."""
+quantmill.calibration_data and quantmill.eval_data (optionally quantmill.target and the
+budget: quantmill.max_accuracy_drop, or quantmill.max_ppl_increase for language models).
+The same version with the same tags is one request, named by one event id, however often
+MLflow reports it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ from quantmill.errors import QuantmillError
 
 EVENT = "quantmill.model-version.registered"
 TASK, CALIBRATION, EVALUATION = "quantmill.task", "quantmill.calibration_data", "quantmill.eval_data"
-BUDGET, TARGET = "quantmill.max_accuracy_drop", "quantmill.target"
+TARGET = "quantmill.target"
+LANGUAGE_MODELING = "language-modeling"
+# The budget's tag and flow parameter: metric points for ONNX models, % perplexity increase for LMs.
+BUDGET = {"onnx": "max_accuracy_drop", LANGUAGE_MODELING: "max_ppl_increase"}
 # Set by the receiver once it has emitted a version's event: the event id it emitted.
 REQUESTED = "quantmill.requested"
 # The registry events that may complete a request: a version created with its tags, or a
@@ -44,7 +48,7 @@ class QuantizeRequest:
     task: str
     calibration_data: str
     eval_data: str
-    max_accuracy_drop: float | None = None
+    budget: float | None = None
     target: str | None = None
 
     @property
@@ -57,28 +61,35 @@ class QuantizeRequest:
         return uuid.uuid5(_NAMESPACE, json.dumps(asdict(self), sort_keys=True))
 
     def flow_parameters(self) -> dict:
-        """Return the quantize-model flow's parameters for this request."""
-        chosen = {"max_accuracy_drop": self.max_accuracy_drop, "target": self.target}
+        """Return the parameters of the flow for this request: quantize-language-model's for
+        language modeling, else quantize-model's (with task)."""
+        lm = self.task == LANGUAGE_MODELING
+        chosen = {_budget_key(self.task): self.budget, "target": self.target}
         return {
-            "model": self.model_uri, "out_dir": f"out/{self.name}-v{self.version}", "task": self.task, "calibration_data": self.calibration_data,
-            "eval_data": self.eval_data, **{k: v for k, v in chosen.items() if v is not None},
+            "model": self.model_uri, "out_dir": f"out/{self.name}-v{self.version}", **({} if lm else {"task": self.task}),
+            "calibration_data": self.calibration_data, "eval_data": self.eval_data,
+            **{k: v for k, v in chosen.items() if v is not None},
         }
+
+
+def _budget_key(task: str) -> str:
+    return BUDGET[LANGUAGE_MODELING] if task == LANGUAGE_MODELING else BUDGET["onnx"]
 
 
 def request_from_tags(name: str, version: str, tags: dict[str, str]) -> QuantizeRequest | None:
     """Return the QuantizeRequest that a version's tags make, or None when they do not ask
     for quantization (any of the three required tags missing).
 
-    Raises WebhookRejected naming the version when quantmill.max_accuracy_drop is not a number.
+    Raises WebhookRejected naming the version when the budget tag is not a number.
     """
     if not all(tags.get(key) for key in (TASK, CALIBRATION, EVALUATION)):
         return None
-    budget = tags.get(BUDGET)
+    tag = f"quantmill.{_budget_key(tags[TASK])}"
     try:
-        max_drop = float(budget) if budget else None
+        budget = float(tags[tag]) if tags.get(tag) else None
     except ValueError:
-        raise WebhookRejected(f"models:/{name}/{version}: tag {BUDGET}={budget!r} is not a number") from None
-    return QuantizeRequest(name, str(version), tags[TASK], tags[CALIBRATION], tags[EVALUATION], max_drop, tags.get(TARGET))
+        raise WebhookRejected(f"models:/{name}/{version}: tag {tag}={tags[tag]!r} is not a number") from None
+    return QuantizeRequest(name, str(version), tags[TASK], tags[CALIBRATION], tags[EVALUATION], budget, tags.get(TARGET))
 
 
 def verify_delivery(secret: str, headers: dict[str, str], body: bytes, now: float | None = None) -> dict:
