@@ -15,11 +15,10 @@ COPY tasks tasks
 COPY flows flows
 COPY benchmark_tables benchmark_tables
 COPY deployments deployments
-# The same onnxruntime version as the CPU pin, in its CUDA build, so both pools run one
-# runtime release and differ only in the execution provider.
+# onnxruntime's CUDA build, pinned in constraints.txt: 1.31.1, as the registry has no CUDA
+# build of the CPU pools' 1.32.0. Reports name the runtime version that measured.
 RUN pip install --index-url https://download.pytorch.org/whl/cu128 torch==2.13.0 \
  && pip install -c constraints.txt . \
  && make llama-src PY=python LLAMA_NEEDS= \
- && ORT=$(sed -n 's/^onnxruntime==//p' constraints.txt) \
- && pip uninstall -y onnxruntime && pip install "onnxruntime-gpu==${ORT}"
+ && pip uninstall -y onnxruntime && pip install -c constraints.txt onnxruntime-gpu
 CMD ["prefect", "worker", "start", "--pool", "gpu"]
