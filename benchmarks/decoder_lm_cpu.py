@@ -17,7 +17,7 @@ import datetime
 import tempfile
 from pathlib import Path
 
-from quantmill.benchmark_table import TableRow, append_rows
+from quantmill.benchmark_table import SHIPPED_TABLE_DIR, TableRow, append_rows
 from quantmill.exporters.gguf import SCHEMES, convert_to_gguf, quantize_gguf
 from quantmill.formats import LM_FORMATS
 from quantmill.hardware import local_cpu
@@ -27,7 +27,7 @@ from quantmill.quantizers.awq import quantize_awq
 from quantmill.tracking import quantmill_home
 from quantmill.zoo.tiny_llama import build_tiny_llama
 
-TABLE = Path(__file__).resolve().parent.parent / "benchmark_tables" / "decoder_lm_cpu.csv"
+TABLE = SHIPPED_TABLE_DIR / "decoder_lm_cpu.csv"
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from quantmill.benchmark import benchmark_models
-from quantmill.benchmark_table import TableRow, append_rows
+from quantmill.benchmark_table import SHIPPED_TABLE_DIR, TableRow, append_rows
 from quantmill.calibration import CalibrationPolicy, stratified_subsample
 from quantmill.data import load_dataset
 from quantmill.evaluation import evaluate, predict
@@ -28,7 +28,7 @@ from quantmill.tracking import quantmill_home
 from quantmill.zoo.digits import build_digits
 from quantmill.zoo.minilm import minilm_dir, write_text_sets
 
-TABLE = Path(__file__).resolve().parent.parent / "benchmark_tables" / "onnx_cpu.csv"
+TABLE = SHIPPED_TABLE_DIR / "onnx_cpu.csv"
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ is re-quantized with the fresh data."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -62,9 +61,9 @@ def recalibration_sweep(
             new_version=(report.get("mlflow") or {}).get("version"),
             report=str(out / f"{found.name}-v{found.version}" / "report.json"),
         ))
-    path = write_sweep_report(entries, alias, out)
+    written = write_sweep_report(entries, alias, out)
     summary = render_sweep(entries, alias)
     logger.info("%s", summary)
     create_markdown_artifact(key="quantmill-recalibration-sweep", markdown="```\n" + summary + "\n```",
                              description="calibration drift of production versions")
-    return json.loads(path.read_text())
+    return written

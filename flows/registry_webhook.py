@@ -22,7 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prefect.events import Event
 from prefect.events.clients import get_events_client
 
-from quantmill.registry_events import EVENT, REQUESTED, QuantizeRequest, WebhookRejected, request_from_tags, verify_delivery
+from quantmill.registry_events import (
+    EVENT, REQUESTED, WEBHOOK_EVENTS, QuantizeRequest, WebhookRejected, request_from_tags, verify_delivery,
+)
 from quantmill.tracking import model_version_tags, tag_model_version
 
 SECRET_ENV = "QUANTMILL_WEBHOOK_SECRET"
@@ -41,7 +43,7 @@ def handle_delivery(secret: str, headers: dict[str, str], body: bytes) -> tuple[
         return 401, str(err)
     data = payload["data"]
     name, version = data["name"], str(data.get("version", ""))
-    if f"{payload['entity']}.{payload['action']}" not in ("model_version.created", "model_version_tag.set") or not version:
+    if f"{payload['entity']}.{payload['action']}" not in WEBHOOK_EVENTS or not version:
         return 202, f"ignored {payload['entity']}.{payload['action']}"
     tags = model_version_tags(name, version)
     try:

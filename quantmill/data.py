@@ -78,11 +78,7 @@ def load_dataset(path: Path, inputs: tuple[TensorSpec, ...], tokenizer_dir: Path
 
 
 def _load_npz(path: Path, inputs: tuple[TensorSpec, ...]) -> Dataset:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, EOFError) as err:
-        raise InputError(path, f"not a readable .npz archive ({str(err).splitlines()[0]})") from None
+    arrays = _read_npz(path)
     found = ", ".join(sorted(arrays)) or "none"
     feeds = {}
     for spec in inputs:
@@ -182,34 +178,38 @@ def split_file(path: Path, out_dir: Path, fraction: float = 0.5, seed: int = 0) 
     Raises InputError naming path when it is not .npz/.jsonl, is unreadable, or has fewer
     than two samples.
     """
-    stem, suffix = path.stem, path.suffix
-    first, rest = out_dir / f"{stem}.part1{suffix}", out_dir / f"{stem}.part2{suffix}"
-    rng = np.random.default_rng(seed)
-    if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {name: archive[name] for name in archive.files}
-        except (ValueError, OSError, EOFError) as err:
-            raise InputError(path, f"not a readable .npz archive ({str(err).splitlines()[0]})") from None
+    if path.suffix == ".npz":
+        arrays = _read_npz(path)
         count = min((len(a) for a in arrays.values()), default=0)
-        order = rng.permutation(count)
-        cut = _cut(path, count, fraction)
-        for target, index in ((first, order[:cut]), (rest, order[cut:])):
-            with atomic_file(target) as tmp:
-                np.savez(tmp, **{name: a[index] for name, a in arrays.items()})
-    elif suffix == ".jsonl":
+
+        def write(tmp: Path, index: np.ndarray) -> None:
+            np.savez(tmp, **{name: a[index] for name, a in arrays.items()})
+    elif path.suffix == ".jsonl":
         try:
             lines = [line for line in path.read_text().splitlines() if line.strip()]
         except (OSError, UnicodeDecodeError) as err:
             raise InputError(path, f"not readable as text ({err})") from None
-        order = rng.permutation(len(lines))
-        cut = _cut(path, len(lines), fraction)
-        for target, index in ((first, order[:cut]), (rest, order[cut:])):
-            with atomic_file(target) as tmp:
-                tmp.write_text("".join(lines[i] + "\n" for i in index))
+        count = len(lines)
+
+        def write(tmp: Path, index: np.ndarray) -> None:
+            tmp.write_text("".join(lines[i] + "\n" for i in index))
     else:
-        raise InputError(path, f"unsupported data format {suffix!r} (expected .npz or .jsonl)")
-    return first, rest
+        raise InputError(path, f"unsupported data format {path.suffix!r} (expected .npz or .jsonl)")
+    order = np.random.default_rng(seed).permutation(count)
+    cut = _cut(path, count, fraction)
+    parts = out_dir / f"{path.stem}.part1{path.suffix}", out_dir / f"{path.stem}.part2{path.suffix}"
+    for part, index in zip(parts, (order[:cut], order[cut:])):
+        with atomic_file(part) as tmp:
+            write(tmp, index)
+    return parts
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(path, f"not a readable .npz archive ({str(err).splitlines()[0]})") from None
 
 
 def _cut(path: Path, count: int, fraction: float) -> int:

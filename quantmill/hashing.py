@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
+
+import numpy as np
 
 _CHUNK = 1 << 20
 
@@ -31,7 +35,17 @@ def sha256_files(paths: Iterable[Path], root: Path) -> str:
 def sha256_tree(path: Path) -> str:
     """Return the sha256 of a file, or of every file under a folder (sha256_files).
     Raises OSError if something cannot be read."""
-    return sha256_files((p for p in path.rglob("*") if p.is_file()), path) if path.is_dir() else sha256_file(path)
+    if path.is_dir():
+        return sha256_files((p for p in path.rglob("*") if p.is_file()), path)
+    stat = path.stat()
+    return _sha256_unchanged(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+# Cache keys hash the same model file once per task call; a file is re-read only when its
+# size or modification time changes.
+@lru_cache(maxsize=256)
+def _sha256_unchanged(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(Path(path))
 
 
 def fingerprint(value: object) -> str:
@@ -47,10 +61,6 @@ def fingerprint(value: object) -> str:
 
 
 def _feed(digest, value: object) -> None:
-    import dataclasses
-
-    import numpy as np
-
     digest.update(type(value).__name__.encode())
     if isinstance(value, Path):
         digest.update(sha256_tree(value).encode() if value.exists() else b"missing:" + str(value).encode())

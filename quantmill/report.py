@@ -86,10 +86,14 @@ def _target(result: TargetBenchmarks) -> dict:
         "hardware": None if result.hardware is None else result.hardware.describe(),
         "benchmarks": {label: asdict(b) for label, b in result.benchmarks.items()},
         "throughput_ratio_vs_fp32": {
-            label: {b: bench.throughput[b] / baseline.throughput[b] for b in bench.throughput}
+            label: _throughput_ratios(bench, baseline)
             for label, bench in result.benchmarks.items() if baseline is not None and label != "fp32"
         },
     }
+
+
+def _throughput_ratios(bench: Benchmark, baseline: Benchmark) -> dict[str, float]:
+    return {b: bench.throughput[b] / baseline.throughput[b] for b in bench.throughput}
 
 
 def _attempt(attempt: Attempt, baseline: Benchmark | LMBenchmark | None, budget: float) -> dict:
@@ -98,7 +102,7 @@ def _attempt(attempt: Attempt, baseline: Benchmark | LMBenchmark | None, budget:
     if bench is not None and baseline is not None:
         speedup = bench.headline()[0] / baseline.headline()[0]
         if isinstance(bench, Benchmark):
-            per_batch = {b: bench.throughput[b] / baseline.throughput[b] for b in bench.throughput}
+            per_batch = _throughput_ratios(bench, baseline)
     return {
         "index": attempt.index,
         "format": attempt.format,

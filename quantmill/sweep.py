@@ -33,8 +33,8 @@ class SweepEntry:
     note: str | None = None
 
 
-def write_sweep_report(entries: list[SweepEntry], alias: str, out_dir: Path) -> Path:
-    """Write out_dir/sweep-report.json atomically and return its path."""
+def write_sweep_report(entries: list[SweepEntry], alias: str, out_dir: Path) -> dict:
+    """Write out_dir/sweep-report.json atomically and return what it holds."""
     path = out_dir / SWEEP_REPORT
     body = {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "alias": alias,
@@ -43,7 +43,7 @@ def write_sweep_report(entries: list[SweepEntry], alias: str, out_dir: Path) -> 
     }
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(body, indent=2) + "\n")
-    return path
+    return body
 
 
 def render_sweep(entries: list[SweepEntry], alias: str) -> str:

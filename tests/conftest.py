@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from quantmill.storage import S3Location, s3_client
 from quantmill.zoo.digits import DigitsFiles, build_digits
 from quantmill.zoo.minilm import write_text_sets
+from tests.stack import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 # Built models survive between runs here (git-ignored), so a second `make test` skips training.
@@ -50,12 +50,6 @@ def tiny_llama():
     return build_tiny_llama(MODEL_CACHE)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def s3_server(monkeypatch):
     """An S3 API server (moto's server mode) on a free loopback port, with a bucket."""
@@ -64,7 +58,7 @@ def s3_server(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     location = S3Location("artifacts", "quantmill", f"http://127.0.0.1:{port}")
