@@ -14,17 +14,14 @@ import datetime
 import tempfile
 from pathlib import Path
 
-from quantmill.benchmark import benchmark_models
 from quantmill.benchmark_table import SHIPPED_TABLE_DIR, TableRow, append_rows
-from quantmill.calibration import CalibrationPolicy, stratified_subsample
-from quantmill.data import load_dataset
-from quantmill.evaluation import evaluate, predict
-from quantmill.formats import ONNX_FORMATS
+from quantmill.calibration import stratified_subsample
+from quantmill.formats import baseline_for, offered
 from quantmill.hardware import local_cpu
-from quantmill.inspection import inspect_model
-from quantmill.quantizers.onnx_runtime import QuantizeOptions, quantize
-from quantmill.sources import resolve_model
-from quantmill.tracking import quantmill_home
+from quantmill.metrics import get_metric
+from quantmill.models import get_kind, resolve_model
+from quantmill.runtimes import get_runtime
+from quantmill.state import quantmill_home
 from quantmill.zoo.digits import build_digits
 from quantmill.zoo.minilm import minilm_dir, write_text_sets
 
@@ -36,7 +33,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per batch size and round")
     parser.add_argument("--append-table", action="store_true")
     args = parser.parse_args()
-    hardware = local_cpu()
+    onnxruntime = get_runtime("onnxruntime")
+    hardware = local_cpu(onnxruntime.describe("cpu"))
     data = quantmill_home() / "models"
     digits = build_digits(data / "digits")
     text_calibration, text_evaluation = write_text_sets(data / "text")
@@ -49,32 +47,31 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="quantmill-benchmark-") as scratch:
         for name, uri, task, calibration_path, evaluation_path in models:
-            ref = resolve_model(uri, quantmill_home() / "work")
-            profile = inspect_model(ref.onnx_path)
-            calibration = stratified_subsample(
-                load_dataset(calibration_path, profile.inputs, ref.tokenizer_dir), CalibrationPolicy().max_samples, 0
-            )
-            evaluation = load_dataset(evaluation_path, profile.inputs, ref.tokenizer_dir)
-            outputs = predict(ref.onnx_path, evaluation)
-            paths, drops = {"fp32": ref.onnx_path}, {}
-            for fmt in ONNX_FORMATS:
-                options = QuantizeOptions(
-                    fmt, "minmax" if fmt == "onnx-int8-static" else None, reduce_range=not hardware.has_vnni()
-                )
-                paths[fmt] = quantize(ref.onnx_path, Path(scratch) / f"{name}-{fmt}.onnx", options, calibration, Path(scratch) / name)
-                drops[fmt] = evaluate(task, outputs, predict(paths[fmt], evaluation), evaluation).accuracy_drop
-            measured = benchmark_models(paths, evaluation, args.seconds)
+            model = resolve_model(uri, task, quantmill_home() / "work")
+            kind = get_kind(model.kind)
+            calibration = stratified_subsample(kind.load_data(model, calibration_path), kind.policy.max_samples, 0)
+            evaluation = kind.load_data(model, evaluation_path)
+            reference = onnxruntime.outputs(model.path, evaluation)
+            formats = [f for f in offered(model.kind, "cpu") if f.runtime == onnxruntime.name]
+            workdir = Path(scratch) / name
+            baseline = baseline_for(model.kind)
+            paths, drops = {"fp32": baseline.quantize(model, baseline.default_options(hardware), None, workdir)}, {}
+            for fmt in formats:
+                paths[fmt.name] = fmt.quantize(model, fmt.default_options(hardware), calibration, workdir)
+                outputs = onnxruntime.outputs(paths[fmt.name], evaluation)
+                drops[fmt.name] = get_metric(task).compare(reference, outputs, evaluation).accuracy_drop
+            measured = onnxruntime.benchmark(paths, evaluation, "cpu", args.seconds)
             base = measured["fp32"]
-            print(f"\n{name} ({profile.family}, {profile.parameters:,} params)")
+            print(f"\n{name} ({model.family}, {model.parameters:,} params)")
             print(f"  {'format':<20} {'thr b1 ratio':>12} {'thr b32 ratio':>13} {'size ratio':>10} {'drop pts':>9}")
-            for fmt in ONNX_FORMATS:
-                bench = measured[fmt]
+            for fmt in formats:
+                bench = measured[fmt.name]
                 b1 = bench.throughput["1"] / base.throughput["1"]
                 b32 = bench.throughput["32"] / base.throughput["32"]
                 size = bench.size_bytes / base.size_bytes
-                print(f"  {fmt:<20} {b1:>12.2f} {b32:>13.2f} {size:>10.3f} {drops[fmt]:>9.2f}")
+                print(f"  {fmt.name:<20} {b1:>12.2f} {b32:>13.2f} {size:>10.3f} {drops[fmt.name]:>9.2f}")
                 rows.append(TableRow(
-                    profile.family, "cpu", fmt, round(drops[fmt], 3), round(1 / size, 3), round(b32, 3), 1,
+                    model.family, "cpu", fmt.name, round(drops[fmt.name], 3), round(1 / size, 3), round(b32, 3), 1,
                     f"benchmarks/onnx_cpu.py on {hardware.cpu} {hardware.cores} cores "
                     f"{'+'.join(hardware.isa) or 'no-simd-flags'} {stamp} ({name})",
                 ))

@@ -7,17 +7,20 @@ from pathlib import Path
 
 from prefect import flow
 
-from tasks.benchmark import benchmark_task, load_feeds_task
+from quantmill.models import Model
+from tasks.benchmark import benchmark_task
+from tasks.calibration import load_data_task
 
 
 @flow(name="benchmark-on-hardware", persist_result=True, result_serializer="json")
 def benchmark_on_hardware(
-    target: str, models: dict[str, str], eval_data: str, tokenizer_dir: str | None = None,
-    benchmark_seconds: float = 1.0,
+    target: str, model: dict, models: dict[str, dict], eval_data: str, benchmark_seconds: float = 1.0,
 ) -> dict:
-    """Return TargetBenchmarks.to_dict() for the labelled ONNX models (one labelled "fp32"
-    is the baseline, whose inputs shape eval_data), measured on this worker for target.
-    A worker that cannot run target returns no figures and the reason."""
-    feeds = load_feeds_task(Path(models["fp32"]), Path(eval_data), Path(tokenizer_dir) if tokenizer_dir else None)
-    measured = benchmark_task(target, {label: Path(path) for label, path in models.items()}, feeds, benchmark_seconds)
-    return measured.to_dict()
+    """Return TargetBenchmarks.to_dict() for the labelled models ({"format", "path"}; the one
+    labelled "baseline" is the full-precision baseline) of the resolved model (Model.to_dict()),
+    measured on this worker for target on eval_data. A worker that cannot run target
+    returns no figures and the reason."""
+    source = Model.from_dict(model)
+    data = load_data_task(source, Path(eval_data))
+    entries = {label: (entry["format"], Path(entry["path"])) for label, entry in models.items()}
+    return benchmark_task(target, entries, data, benchmark_seconds).to_dict()

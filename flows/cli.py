@@ -6,16 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from quantmill.data import load_dataset
 from quantmill.errors import QuantmillError
-from quantmill.formats import TARGETS
-from quantmill.inspection import inspect_model
-from quantmill.lm_evaluation import text_dataset
-from quantmill.lm_sources import resolve_language_model
-from quantmill.sources import resolve_model
-from quantmill.tracking import quantmill_home
+from quantmill.metrics import METRICS, budget_for
+from quantmill.models import Model, get_kind, resolve_model
+from quantmill.state import quantmill_home
+from quantmill.targets import TARGETS
 
-TASKS = ("classification", "embedding", "language-modeling")
 EXIT_CODES = {"passed": 0, "failed": 1, "manual_review": 3}
 EXIT_BAD_INPUT = 2
 RESULTS_BLOCK = "s3-bucket/quantmill-results"
@@ -25,13 +21,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quantmill", description="Quantize a model end to end, with evidence.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="quantize, evaluate, benchmark, record and gate one model")
-    run.add_argument("model", help="an ONNX file, a Hugging Face encoder directory, or models:/NAME/VERSION | models:/NAME@ALIAS")
-    run.add_argument("--task", choices=TASKS, required=True)
-    run.add_argument("--calibration-data", required=True, type=Path, help=".npz or .jsonl")
-    run.add_argument("--eval-data", required=True, type=Path, help=".npz or .jsonl")
-    run.add_argument("--target", default="cpu", choices=TARGETS)
-    run.add_argument("--max-accuracy-drop", type=float, default=1.0, help="budget in metric points (default 1.0)")
-    run.add_argument("--max-ppl-increase", type=float, default=5.0, help="language models: budget in %% perplexity increase (default 5)")
+    run.add_argument("model", help="an ONNX file, a Hugging Face encoder or causal-LM directory, "
+                                   "or models:/NAME/VERSION | models:/NAME@ALIAS")
+    run.add_argument("--task", choices=list(METRICS), required=True)
+    run.add_argument("--calibration-data", required=True, type=Path, help=".npz or .jsonl; plain text for language models")
+    run.add_argument("--eval-data", required=True, type=Path, help=".npz or .jsonl; plain text for language models")
+    run.add_argument("--target", default="cpu", choices=list(TARGETS))
+    run.add_argument("--max-accuracy-drop", type=float, help="classification, embedding: budget in metric points (default 1)")
+    run.add_argument("--max-ppl-increase", type=float, help="language modeling: budget in %% perplexity increase (default 5)")
     run.add_argument("--out", type=Path, default=Path("out"), help="folder for report.json and artifacts")
     run.add_argument("--no-register", action="store_true", help="record the MLflow run but register nothing")
     run.add_argument("--alias", help="alias for a registered passing model (default: the target)")
@@ -51,18 +48,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def preflight(args: argparse.Namespace) -> None:
-    """Check the model and both data files before any orchestration starts, so bad input
-    ends in one line naming the file. Raises QuantmillError."""
-    if args.task == "language-modeling":
-        language_model = resolve_language_model(args.model, quantmill_home() / "work")
-        for path in (args.calibration_data, args.eval_data):
-            text_dataset(language_model.model_dir, path, 1)
-        return
-    model = resolve_model(args.model, quantmill_home() / "work")
-    profile = inspect_model(model.onnx_path)
+def preflight(args: argparse.Namespace) -> Model:
+    """Check the budget, the model and both data files before any orchestration starts, so
+    bad input ends in one line naming the file; return the resolved model, which the flow
+    takes as it is. Raises QuantmillError."""
+    budget_for(args.task, args.max_accuracy_drop, args.max_ppl_increase)
+    model = resolve_model(args.model, args.task, quantmill_home() / "work")
+    kind = get_kind(model.kind)
     for path in (args.calibration_data, args.eval_data):
-        load_dataset(path, profile.inputs, model.tokenizer_dir)
+        kind.load_data(model, path)
+    return model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,11 +70,19 @@ def main(argv: list[str] | None = None) -> int:
         print(save_results_block())
         return 0
     try:
-        preflight(args)
+        model = preflight(args)
     except QuantmillError as err:
         print(f"quantmill: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    report = _run_language_model(args) if args.task == "language-modeling" else _run_onnx(args)
+    from flows.quantize_model import quantize_model
+
+    report = quantize_model(
+        model=args.model, task=args.task, calibration_data=str(args.calibration_data.resolve()),
+        eval_data=str(args.eval_data.resolve()), target=args.target, max_accuracy_drop=args.max_accuracy_drop,
+        max_ppl_increase=args.max_ppl_increase, out_dir=str(args.out.resolve()), register_model=not args.no_register,
+        alias=args.alias, benchmark_seconds=args.benchmark_seconds, resolved=model.to_dict(),
+        **({"table_dir": str(args.benchmark_table.resolve())} if args.benchmark_table else {}),
+    )
     from quantmill.report import render_summary
 
     print(render_summary(report))
@@ -115,7 +118,7 @@ def save_results_block() -> str:
 def _webhook(args: argparse.Namespace) -> int:
     from flows.registry_webhook import secret_from_env, serve
     from quantmill.registry_events import WEBHOOK_EVENTS
-    from quantmill.tracking import ensure_registry_webhook
+    from quantmill.tracking.webhooks import ensure_registry_webhook
 
     secret = secret_from_env()
     if args.webhook_command == "register":
@@ -128,29 +131,6 @@ def _webhook(args: argparse.Namespace) -> int:
     print(f"quantmill webhook receiver on {args.host}:{server.server_port}", flush=True)
     server.serve_forever()
     return 0
-
-
-def _common(args: argparse.Namespace) -> dict:
-    return {
-        "model": args.model, "calibration_data": str(args.calibration_data.resolve()),
-        "eval_data": str(args.eval_data.resolve()), "target": args.target, "out_dir": str(args.out.resolve()),
-        "register_model": not args.no_register, "alias": args.alias,
-        **({"table_dir": str(args.benchmark_table.resolve())} if args.benchmark_table else {}),
-    }
-
-
-def _run_onnx(args: argparse.Namespace) -> dict:
-    from flows.quantize_model import quantize_model
-
-    return quantize_model(
-        task=args.task, max_accuracy_drop=args.max_accuracy_drop, benchmark_seconds=args.benchmark_seconds, **_common(args)
-    )
-
-
-def _run_language_model(args: argparse.Namespace) -> dict:
-    from flows.quantize_lm import quantize_language_model
-
-    return quantize_language_model(max_ppl_increase=args.max_ppl_increase, **_common(args))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The demo: three real models registered in MLflow, each taken through quantmill from the
-registry on the embedded default (ephemeral Prefect API, SQLite MLflow): a digits CNN and
-the MiniLM encoder to ONNX Runtime INT8, a Llama trained here to GGUF for llama.cpp."""
+"""The demo: three real models registered in MLflow, each taken through the one
+quantize-model flow from the registry on the embedded default (ephemeral Prefect API,
+SQLite MLflow): a digits CNN and the MiniLM encoder to ONNX Runtime INT8, a Llama trained
+here to GGUF for llama.cpp."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from quantmill.models import register_source_model
 from quantmill.report import render_summary
-from quantmill.tracking import quantmill_home, register_source_model
+from quantmill.state import quantmill_home
 from quantmill.zoo.digits import build_digits
 from quantmill.zoo.minilm import minilm_dir, write_text_sets
 
@@ -26,7 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.demo")
     parser.add_argument("--out", type=Path, default=Path("demo-out"))
     args = parser.parse_args(argv)
-    from flows.quantize_lm import quantize_language_model
     from flows.quantize_model import quantize_model
     from quantmill.zoo.tiny_llama import build_tiny_llama
 
@@ -50,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tiny Llama trained here in {llama.train_seconds:.0f} s: held-out perplexity "
           f"{llama.heldout_perplexity:.1f} (unigram baseline {llama.unigram_perplexity:.1f})")
     version = register_source_model(llama.model_dir, "tiny-llama-stdlib")
-    report = quantize_language_model(
-        model=f"models:/tiny-llama-stdlib/{version}", calibration_data=str(llama.train_text),
+    report = quantize_model(
+        model=f"models:/tiny-llama-stdlib/{version}", task="language-modeling", calibration_data=str(llama.train_text),
         eval_data=str(llama.heldout_text), max_ppl_increase=PERPLEXITY_BUDGET, out_dir=str((args.out / "tiny-llama-stdlib").resolve()),
     )
     summaries.append(render_summary(report))

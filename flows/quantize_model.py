@@ -1,4 +1,5 @@
-"""The quantize-model flow: one model version through every stage, from resolution to gate."""
+"""The quantize-model flow: one model version of any kind (ONNX classifier, Hugging Face
+encoder, Hugging Face causal LM) through every stage, from resolution to gate."""
 
 from __future__ import annotations
 
@@ -8,21 +9,24 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from quantmill.attempts import Attempt
+from quantmill.benchmark import BASELINE
 from quantmill.benchmark_table import SHIPPED_TABLE_DIR
-from quantmill.calibration import FAIL, CalibrationPolicy
-from quantmill.escalation import calibration_steps, exclusion_steps, scans_sensitivity
+from quantmill.calibration import FAIL
+from quantmill.formats import Step, baseline_for, get_format
+from quantmill.formats.base import NoOptions
+from quantmill.metrics import budget_for
+from quantmill.models import Model
 from quantmill.provenance import artifact_metadata
-from quantmill.report import build_report, model_section
-from quantmill.sensitivity import exclusion_sets
-from quantmill.tracking import output_dir, quantmill_home
+from quantmill.report import build_report
+from quantmill.state import output_dir, quantmill_home
 from tasks.benchmark import benchmark_on_pool_task, benchmark_task, hardware_task
 from tasks.calibration import load_data_task, subsample_task, validate_calibration_task
-from tasks.evaluate import baseline_outputs_task, evaluate_task
+from tasks.evaluate import evaluate_task, reference_outputs_task
 from tasks.export import export_task
 from tasks.gate import gate_task
 from tasks.quantize import quantize_attempt, sensitivity_task
 from tasks.record import record_task
-from tasks.resolve import inspect_task, resolve_model_task
+from tasks.resolve import resolve_model_task
 from tasks.select import select_formats_task
 
 
@@ -33,7 +37,8 @@ def quantize_model(
     calibration_data: str,
     eval_data: str,
     target: str = "cpu",
-    max_accuracy_drop: float = 1.0,
+    max_accuracy_drop: float | None = None,
+    max_ppl_increase: float | None = None,
     out_dir: str = "out",
     register_model: bool = True,
     alias: str | None = None,
@@ -41,88 +46,112 @@ def quantize_model(
     table_dir: str = str(SHIPPED_TABLE_DIR),
     benchmark_on: list[str] | None = None,
     worker_wait_seconds: float = 120.0,
+    resolved: dict | None = None,
 ) -> dict:
     """Quantize model for target and return the report (also written to out_dir/report.json).
 
-    Stops before quantizing when the calibration data fails validation. Benchmarks in this
-    process on this machine, or, with benchmark_on (hardware targets, each a work pool with a
-    benchmark-on-hardware deployment), on each pool's worker: target always among them, and
-    a pool whose run no worker takes within worker_wait_seconds is reported not benchmarked.
-    The gate decides on target's measurements. Registers the chosen artifact in MLflow only
-    when the gate passes and register_model is set.
+    The budget is in the task's unit: max_accuracy_drop in points for classification and
+    embedding, max_ppl_increase in % of perplexity for language modeling (giving the other
+    one is an error). resolved, a Model.to_dict() of model made by the caller, skips
+    resolving it again.
+
+    Each candidate format is tried along its escalation ladder until an attempt is within
+    budget; an attempt that fails is recorded and the ladder goes on. Stops before
+    quantizing when the calibration data fails validation. Benchmarks in this process, or,
+    with benchmark_on (hardware targets, each a work pool with a benchmark-on-hardware
+    deployment), on each pool's worker: target always among them, and a pool whose run no
+    worker takes within worker_wait_seconds is reported not benchmarked. The gate decides
+    on target's measurements. Registers the chosen artifact in MLflow only when the gate
+    passes and register_model is set.
     """
     logger = get_run_logger()
+    budget = budget_for(task, max_accuracy_drop, max_ppl_increase)
     out = output_dir(out_dir)
-    ref = resolve_model_task(model, quantmill_home() / "work")
-    profile = inspect_task(ref)
-    hardware = hardware_task()
-    candidates = select_formats_task(profile.family, target, max_accuracy_drop, Path(table_dir))
-    policy = CalibrationPolicy()
-    calibration = load_data_task(Path(calibration_data), profile, ref)
-    evaluation = load_data_task(Path(eval_data), profile, ref)
-    verdict = validate_calibration_task(calibration, evaluation, policy)
+    ref = Model.from_dict(resolved) if resolved else resolve_model_task(model, task, quantmill_home() / "work")
+    baseline_format = baseline_for(ref.kind).name
+    candidates = select_formats_task(ref, target, budget, Path(table_dir))
+    hardware = hardware_task([baseline_format, *(c.format for c in candidates)])
+    calibration = load_data_task(ref, Path(calibration_data))
+    evaluation = load_data_task(ref, Path(eval_data))
+    verdict = validate_calibration_task(ref, calibration, evaluation)
     logger.info("calibration %s: %s", verdict.status, "; ".join(verdict.reasons) or "all checks passed")
 
     attempts: list[Attempt] = []
+    failures: list[dict] = []
     measured = []
     calib = None
     scores: tuple = ()
     baseline = None
     if verdict.status != FAIL:
-        cache = quantmill_home() / "work" / ref.sha256[:16]
-        calib = subsample_task(calibration, policy)
-        outputs = baseline_outputs_task(ref.onnx_path, evaluation)
+        work = quantmill_home() / "work" / ref.sha256[:16]
+        calib = subsample_task(ref, calibration)
+        reference = reference_outputs_task(ref, evaluation)
+        tried: set = set()
 
-        def attempt(step) -> Attempt:
-            index = len(attempts) + 1
-            logger.info("attempt %d: %s (%s)", index, step.options.describe(), step.reason)
-            quantized = quantize_attempt(ref.onnx_path, step.options, calib, cache)
-            result = evaluate_task(quantized, evaluation, outputs, task)
-            artifact = export_task(
-                quantized, out / "attempts" / f"{index:02d}-{step.options.format}",
-                artifact_metadata(step.options, ref.uri, ref.sha256, ref.version, calib.sha256),
-            )
-            made = Attempt(index, step.options, step.reason, artifact, result, None)
+        def attempt(step: Step) -> Attempt | None:
+            if (step.format, step.options) in tried:
+                return None
+            tried.add((step.format, step.options))
+            index = len(attempts) + len(failures) + 1
+            description = f"{step.format} {step.options.describe()}".strip()
+            logger.info("attempt %d: %s (%s)", index, description, step.reason)
+            try:
+                quantized = quantize_attempt(step.format, ref, step.options, calib, work)
+                result = evaluate_task(step.format, quantized, evaluation, reference, task)
+                artifact = export_task(
+                    step.format, quantized, out / "attempts" / f"{index:02d}-{step.format}",
+                    artifact_metadata(step.format, step.options, ref.uri, ref.sha256, ref.version, calib.sha256),
+                )
+            except Exception as err:  # one failing attempt is evidence; the ladder goes on
+                reason = f"{type(err).__name__}: {err}"
+                logger.warning("attempt %d (%s) failed: %s", index, description, reason)
+                failures.append({"index": index, "format": step.format, "description": description, "reason": reason})
+                return None
+            made = Attempt(index, step.format, step.options, step.reason, artifact, result, None)
             attempts.append(made)
             return made
 
         def run_until_within(steps) -> bool:
-            return any(attempt(step).evaluation.accuracy_drop <= max_accuracy_drop for step in steps)
+            return any((made := attempt(step)) is not None and made.evaluation.accuracy_drop <= budget.value
+                       for step in steps)
 
         for candidate in candidates:
-            if run_until_within(calibration_steps(candidate.format, candidate.reason, not hardware.has_vnni())):
+            fmt = get_format(candidate.format)
+            if run_until_within(fmt.ladder(candidate.reason, hardware)):
                 break
-            if scans_sensitivity(candidate.format):
-                tried = [a for a in attempts if a.format == candidate.format]
-                best = min(tried, key=lambda a: a.evaluation.accuracy_drop).options
-                scores = sensitivity_task(ref.onnx_path, best, calib, evaluation, outputs, task, cache)
-                if run_until_within(exclusion_steps(best, exclusion_sets(scores))):
+            tried_here = [a for a in attempts if a.format == fmt.name]
+            if fmt.scans_sensitivity and tried_here:
+                best = min(tried_here, key=lambda a: a.evaluation.accuracy_drop).options
+                scores = sensitivity_task(fmt.name, ref, best, calib, evaluation, reference, task, work)
+                if run_until_within(fmt.exclusion_steps(best, scores)):
                     break
 
-        models = {"fp32": ref.onnx_path} | {str(a.index): a.artifact.path for a in attempts}
-        if benchmark_on is None:
-            measured = [benchmark_task(target, models, evaluation, benchmark_seconds)]
-        else:
-            parameters = {
-                "models": {label: str(path) for label, path in models.items()}, "eval_data": str(Path(eval_data).resolve()),
-                "tokenizer_dir": str(ref.tokenizer_dir) if ref.tokenizer_dir else None, "benchmark_seconds": benchmark_seconds,
-            }
-            futures = [benchmark_on_pool_task.submit(t, {**parameters, "target": t}, worker_wait_seconds)
-                       for t in dict.fromkeys([target, *benchmark_on])]
-            measured = [f.result() for f in futures]
-        for result in measured:
-            logger.info("%s: %s", result.target, result.hardware.describe() if result.measured else f"not benchmarked: {result.reason}")
-        primary = next(m for m in measured if m.target == target)
-        if primary.measured:
-            hardware = primary.hardware
-            baseline = primary.benchmarks["fp32"]
-            attempts = [replace(a, benchmark=primary.benchmarks[str(a.index)]) for a in attempts]
+        if attempts:
+            base_path = quantize_attempt(baseline_format, ref, NoOptions(), None, work)
+            models = {BASELINE: (baseline_format, base_path)} | {str(a.index): (a.format, a.artifact.path) for a in attempts}
+            if benchmark_on is None:
+                measured = [benchmark_task(target, models, evaluation, benchmark_seconds)]
+            else:
+                parameters = {
+                    "model": ref.to_dict(), "eval_data": str(Path(eval_data).resolve()), "benchmark_seconds": benchmark_seconds,
+                    "models": {label: {"format": name, "path": str(path)} for label, (name, path) in models.items()},
+                }
+                futures = [benchmark_on_pool_task.submit(t, {**parameters, "target": t}, worker_wait_seconds)
+                           for t in dict.fromkeys([target, *benchmark_on])]
+                measured = [f.result() for f in futures]
+            for result in measured:
+                logger.info("%s: %s", result.target, result.hardware.describe() if result.measured else f"not benchmarked: {result.reason}")
+            primary = next(m for m in measured if m.target == target)
+            if primary.measured:
+                hardware = primary.hardware
+                baseline = primary.benchmarks[BASELINE]
+                attempts = [replace(a, benchmark=primary.benchmarks[str(a.index)]) for a in attempts]
 
-    gate = gate_task(verdict, tuple(attempts), baseline, max_accuracy_drop, hardware.describe())
+    gate = gate_task(verdict, tuple(attempts), baseline, budget, hardware.describe())
     report = build_report(
-        model=model_section(ref, profile), task=task, target=target, max_accuracy_drop=max_accuracy_drop,
-        hardware=hardware, candidates=candidates, calibration=verdict, calibration_data=calibration,
-        evaluation_data=evaluation, baseline=baseline, attempts=tuple(attempts), sensitivity=scores, gate=gate,
-        targets=tuple(measured),
+        model=ref, task=task, target=target, budget=budget, hardware=hardware, candidates=candidates,
+        calibration=verdict, calibration_data=calibration, evaluation_data=evaluation,
+        baseline_format=baseline_format, baseline=baseline, attempts=tuple(attempts), sensitivity=scores,
+        gate=gate, failures=tuple(failures), targets=tuple(measured),
     )
     return record_task(report, out, register_model, alias or target, calib)

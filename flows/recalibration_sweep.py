@@ -11,8 +11,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.quantize_model import quantize_model
-from quantmill.sweep import RECENT_DATA_TAG, SweepEntry, render_sweep, write_sweep_report
-from quantmill.tracking import output_dir, quantmill_home
+from quantmill.sweep import RECENT_DATA_TAG, SweepEntry, render_sweep, source_model_uri, write_sweep_report
+from quantmill.state import output_dir, quantmill_home
 from tasks.sweep import aliased_versions_task, drift_task, quantization_record_task, split_task
 
 
@@ -22,7 +22,7 @@ def recalibration_sweep(
     out_dir: str = "sweep", benchmark_on: list[str] | None = None, benchmark_seconds: float = 1.0,
 ) -> dict:
     """Return the sweep report (also out_dir/sweep-report.json): per version @alias, the KS
-    drift of the fresh data — recent_data[registered model name], else the version's tag
+    drift (on the model kind's per-sample features) of the fresh data — recent_data[registered model name], else the version's tag
     quantmill.recent_data — from the calibration samples logged by the run that made it.
 
     A drifted version's source model is re-quantized by quantize-model with the fresh data,
@@ -34,17 +34,21 @@ def recalibration_sweep(
     entries = []
     for found in aliased_versions_task(alias):
         fresh = (recent_data or {}).get(found.name) or found.tags.get(RECENT_DATA_TAG)
-        source = found.tags.get("source_model"), found.tags.get("source_version")
-        source_uri = f"models:/{source[0]}/{source[1]}" if all(source) else None
-        entry = SweepEntry(found.name, found.version, source_uri, fresh)
-        if not fresh or not source_uri or not found.run_id:
-            missing = "no recent data (parameter or tag quantmill.recent_data)" if not fresh else "no source model or run"
+        entry = SweepEntry(found.name, found.version, None, fresh)
+        if not fresh or not found.run_id:
+            missing = "no recent data (parameter or tag quantmill.recent_data)" if not fresh else "no quantization run"
             entries.append(replace(entry, note=missing))
             logger.warning("%s v%s skipped: %s", found.name, found.version, missing)
             continue
         work = quantmill_home() / "sweep" / f"{found.name}-v{found.version}"
         record, stored = quantization_record_task(found.run_id, work)
-        drift = drift_task(source_uri, stored, Path(fresh), alpha, work)
+        source_uri = source_model_uri(found.tags, record)
+        entry = replace(entry, source_model=source_uri)
+        if source_uri is None:
+            entries.append(replace(entry, note="its source model is not a registered version"))
+            logger.warning("%s v%s skipped: no registered source model", found.name, found.version)
+            continue
+        drift = drift_task(source_uri, record["task"], stored, Path(fresh), alpha, work)
         logger.info("%s v%s: %s", found.name, found.version, "drifted" if drift.drifted else "stable")
         if not drift.drifted:
             entries.append(replace(entry, drift=drift))
@@ -52,7 +56,7 @@ def recalibration_sweep(
         calibration, evaluation = split_task(Path(fresh), work / "fresh", seed=0)
         report = quantize_model(
             model=source_uri, task=record["task"], calibration_data=str(calibration), eval_data=str(evaluation),
-            target=record["target"], max_accuracy_drop=record["max_accuracy_drop"],
+            target=record["target"], **{record["budget"]["parameter"]: record["budget"]["value"]},
             out_dir=str(out / f"{found.name}-v{found.version}"), benchmark_on=benchmark_on,
             benchmark_seconds=benchmark_seconds,
         )

@@ -25,7 +25,7 @@ from prefect.events.clients import get_events_client
 from quantmill.registry_events import (
     EVENT, REQUESTED, WEBHOOK_EVENTS, QuantizeRequest, WebhookRejected, request_from_tags, verify_delivery,
 )
-from quantmill.tracking import model_version_tags, tag_model_version
+from quantmill.tracking.registry import model_version_tags, tag_model_version
 
 SECRET_ENV = "QUANTMILL_WEBHOOK_SECRET"
 _MAX_BODY = 1 << 20

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from quantmill.benchmark import Benchmark
-from quantmill.evaluation import Evaluation
 from quantmill.exporters.artifact import ExportedArtifact
-from quantmill.lm_benchmark import LMBenchmark
-from quantmill.quantizers.onnx_runtime import QuantizeOptions
+from quantmill.metrics import Evaluation
 
 
 @dataclass(frozen=True)
 class Attempt:
-    """Attempt number index: how it was made and why, the published artifact, its
-    evaluation against FP32, and its benchmark (None when not measured)."""
+    """Attempt number index: its format, how it was made and why, the published artifact,
+    its evaluation against full precision, and its benchmark (a runtime's measurement;
+    None when not measured)."""
 
     index: int
-    options: QuantizeOptions
+    format: str
+    options: object
     reason: str
     artifact: ExportedArtifact
     evaluation: Evaluation
-    benchmark: Benchmark | LMBenchmark | None
-
-    @property
-    def format(self) -> str:
-        """Return the attempt's format name."""
-        return self.options.format
+    benchmark: object | None

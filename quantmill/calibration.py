@@ -1,5 +1,6 @@
-"""Is this calibration set fit to calibrate with? Size, a two-sample Kolmogorov-Smirnov test
-against the evaluation inputs, and how much of the evaluation range it covers."""
+"""Is this calibration set fit to calibrate with? Size, two-sample Kolmogorov-Smirnov tests
+of per-sample features (which the model kind chooses) against the evaluation data, and how
+much of the evaluation inputs' range it covers. The same tests measure drift of fresh data."""
 
 from __future__ import annotations
 
@@ -56,9 +57,12 @@ class CalibrationVerdict:
 
 
 def validate_calibration(
-    calibration: Dataset, reference: Dataset, policy: CalibrationPolicy = CalibrationPolicy()
+    calibration: Dataset, reference: Dataset, policy: CalibrationPolicy,
+    calibration_features: dict[str, np.ndarray], reference_features: dict[str, np.ndarray],
 ) -> CalibrationVerdict:
-    """Return the verdict on calibration measured against reference (the evaluation inputs).
+    """Return the verdict on calibration measured against reference (the evaluation data):
+    its size, KS tests of each feature (calibration_features against reference_features,
+    by name), and range coverage of reference's floating-point inputs.
 
     Raises nothing for bad statistics: a verdict of "fail" carries the reasons.
     """
@@ -75,7 +79,7 @@ def validate_calibration(
     if n > policy.max_samples:
         reasons.append(f"{n} samples; calibration uses a stratified subsample of {n_used}")
 
-    tests, drifted, threshold, worst = _ks_tests(calibration, reference, policy.alpha)
+    tests, drifted, threshold, worst = _ks_tests(calibration_features, reference_features, policy.alpha)
     if tests and len(drifted) / len(tests) > policy.drifted_fraction_fail:
         status = FAIL
         reasons.append(
@@ -120,22 +124,26 @@ class Drift:
     fresh_samples: int
 
 
-def measure_drift(stored: Dataset, fresh: Dataset, alpha: float = 0.01) -> Drift:
-    """Return how fresh differs from stored, per input feature. Raises KeyError if fresh
-    lacks one of stored's inputs."""
+def measure_drift(stored: dict[str, np.ndarray], fresh: dict[str, np.ndarray], alpha: float = 0.01) -> Drift:
+    """Return how the fresh sample's features differ from the stored sample's, feature by
+    feature. Raises KeyError if fresh lacks one of stored's features."""
     tests, drifted, threshold, worst = _ks_tests(stored, fresh, alpha)
     return Drift(
         drifted=bool(drifted), features_tested=len(tests), features_drifted=len(drifted), worst_feature=worst[0],
         ks_statistic=float(worst[1]), ks_pvalue=float(min((t[2] for t in tests), default=1.0)),
-        threshold=threshold, stored_samples=len(stored), fresh_samples=len(fresh),
+        threshold=threshold, stored_samples=_count(stored), fresh_samples=_count(fresh),
     )
 
 
-def _ks_tests(sample: Dataset, reference: Dataset, alpha: float):
+def _count(features: dict[str, np.ndarray]) -> int:
+    return len(next(iter(features.values()))) if features else 0
+
+
+def _ks_tests(sample: dict[str, np.ndarray], reference: dict[str, np.ndarray], alpha: float):
     tests = [
-        (name, *stats.ks_2samp(a, b))
-        for name, a, b in _paired_features(sample, reference)
-        if np.ptp(a) > 0 or np.ptp(b) > 0 or a[0] != b[0]
+        (name, *stats.ks_2samp(a, reference[name]))
+        for name, a in sample.items()
+        if np.ptp(a) > 0 or np.ptp(reference[name]) > 0 or a[0] != reference[name][0]
     ]
     threshold = alpha / max(len(tests), 1)
     drifted = [t for t in tests if t[2] < threshold]
@@ -163,11 +171,14 @@ def _worse(a: str, b: str) -> str:
     return max(a, b, key=order.index)
 
 
-def _paired_features(calibration: Dataset, reference: Dataset):
-    for name, cal in calibration.inputs.items():
-        ref = reference.inputs[name]
-        for label, a, b in zip(*_features(name, cal), _features(name, ref)[1]):
-            yield label, a, b
+def input_features(dataset: Dataset) -> dict[str, np.ndarray]:
+    """Return per-sample features of a data set's model inputs by name: each value of a small
+    float input, summary statistics of a large one, and for token ids how many are used
+    and their mean."""
+    found = {}
+    for name, array in dataset.inputs.items():
+        found |= dict(zip(*_features(name, array)))
+    return found
 
 
 def _features(name: str, array: np.ndarray) -> tuple[list[str], list[np.ndarray]]:

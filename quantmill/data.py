@@ -78,7 +78,7 @@ def load_dataset(path: Path, inputs: tuple[TensorSpec, ...], tokenizer_dir: Path
 
 
 def _load_npz(path: Path, inputs: tuple[TensorSpec, ...]) -> Dataset:
-    arrays = _read_npz(path)
+    arrays = read_npz(path)
     found = ", ".join(sorted(arrays)) or "none"
     feeds = {}
     for spec in inputs:
@@ -173,13 +173,14 @@ def save_samples(dataset: Dataset, path: Path) -> Path:
 def split_file(path: Path, out_dir: Path, fraction: float = 0.5, seed: int = 0) -> tuple[Path, Path]:
     """Shuffle the samples of an .npz (every array along its first axis) or the lines of a
     .jsonl and write the first fraction and the rest as two files of the same kind in
-    out_dir; return (first, rest).
+    out_dir; return (first, rest). Plain text (.txt) is cut, not shuffled, at the line
+    boundary nearest the fraction, since its order is its meaning.
 
-    Raises InputError naming path when it is not .npz/.jsonl, is unreadable, or has fewer
-    than two samples.
+    Raises InputError naming path when it is not .npz/.jsonl/.txt, is unreadable, or has
+    fewer than two samples (lines).
     """
     if path.suffix == ".npz":
-        arrays = _read_npz(path)
+        arrays = read_npz(path)
         count = min((len(a) for a in arrays.values()), default=0)
 
         def write(tmp: Path, index: np.ndarray) -> None:
@@ -193,9 +194,18 @@ def split_file(path: Path, out_dir: Path, fraction: float = 0.5, seed: int = 0) 
 
         def write(tmp: Path, index: np.ndarray) -> None:
             tmp.write_text("".join(lines[i] + "\n" for i in index))
+    elif path.suffix == ".txt":
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(path, f"not readable as text ({err})") from None
+        count = len(lines)
+
+        def write(tmp: Path, index: np.ndarray) -> None:
+            tmp.write_text("".join(lines[i] for i in index), encoding="utf-8")
     else:
-        raise InputError(path, f"unsupported data format {path.suffix!r} (expected .npz or .jsonl)")
-    order = np.random.default_rng(seed).permutation(count)
+        raise InputError(path, f"unsupported data format {path.suffix!r} (expected .npz, .jsonl or .txt)")
+    order = np.arange(count) if path.suffix == ".txt" else np.random.default_rng(seed).permutation(count)
     cut = _cut(path, count, fraction)
     parts = out_dir / f"{path.stem}.part1{path.suffix}", out_dir / f"{path.stem}.part2{path.suffix}"
     for part, index in zip(parts, (order[:cut], order[cut:])):
@@ -204,7 +214,9 @@ def split_file(path: Path, out_dir: Path, fraction: float = 0.5, seed: int = 0) 
     return parts
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Return the arrays of the .npz at path (never unpickling). Raises InputError naming
+    path when it is not a readable archive."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}

@@ -16,3 +16,7 @@ class InputError(QuantmillError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class FormatUnavailable(QuantmillError):
+    """A format that cannot be produced on this machine, with the reason."""

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from quantmill.attempts import Attempt
-from quantmill.benchmark import Benchmark
 from quantmill.calibration import FAIL, WARN, CalibrationVerdict
-from quantmill.evaluation import drop_unit
-from quantmill.lm_benchmark import LMBenchmark
+from quantmill.metrics import Budget
 
 PASSED, FAILED, MANUAL_REVIEW = "passed", "failed", "manual_review"
 
@@ -23,10 +21,13 @@ class GateDecision:
 
 
 def decide(
-    calibration: CalibrationVerdict, attempts: tuple[Attempt, ...], baseline: Benchmark | LMBenchmark | None,
-    max_accuracy_drop: float, hardware: str,
+    calibration: CalibrationVerdict, attempts: tuple[Attempt, ...], baseline: object | None,
+    budget: Budget, hardware: str,
 ) -> GateDecision:
     """Return the gate decision.
+
+    baseline is the full-precision baseline's measurement (None when not measured); the
+    budget is in its own unit.
 
     failed: the calibration data failed validation, or no attempt met the accuracy budget.
     manual_review: the best attempt met the budget but the calibration data only warned,
@@ -36,17 +37,15 @@ def decide(
     """
     if calibration.status == FAIL:
         return GateDecision(FAILED, ("calibration data failed validation: " + "; ".join(calibration.reasons),), None)
-    within = [o for o in attempts if o.evaluation.accuracy_drop <= max_accuracy_drop]
+    within = [o for o in attempts if o.evaluation.accuracy_drop <= budget.value]
     if not within:
         best = min(attempts, key=lambda o: o.evaluation.accuracy_drop, default=None)
-        unit = drop_unit(best.evaluation.metric_name) if best else ""
-        detail = f"; best was {best.format} at {best.evaluation.accuracy_drop:.2f} {unit}" if best else ""
-        return GateDecision(FAILED, (f"no attempt met the budget of {max_accuracy_drop:g}{detail}",), None)
+        detail = f"; best was {best.format} at {best.evaluation.accuracy_drop:.2f} {budget.unit}" if best else ""
+        return GateDecision(FAILED, (f"no attempt met the budget of {budget.describe()}{detail}",), None)
     chosen = within[0]
-    unit = drop_unit(chosen.evaluation.metric_name)
     reasons = [
-        f"{chosen.format}: {chosen.evaluation.metric_name} drop {chosen.evaluation.accuracy_drop:.2f} {unit} "
-        f"within the budget of {max_accuracy_drop:g} {unit}"
+        f"{chosen.format}: {chosen.evaluation.metric_name} drop {chosen.evaluation.accuracy_drop:.2f} {budget.unit} "
+        f"within the budget of {budget.describe()}"
     ]
     review = []
     if calibration.status == WARN:

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import onnxruntime as ort
-
 from quantmill.errors import QuantmillError
-
-# The ONNX Runtime execution provider that benchmarks on each hardware target.
-PROVIDERS = {"cpu": "CPUExecutionProvider", "gpu": "CUDAExecutionProvider"}
 
 
 class HardwareUnavailable(QuantmillError):
@@ -45,9 +40,8 @@ class Hardware:
 _ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "sve")
 
 
-def local_cpu(runtime: str | None = None) -> Hardware:
-    """Return the Hardware of this machine's CPU with the runtime that benchmarks on it
-    (default: ONNX Runtime's CPU provider)."""
+def local_cpu(runtime: str) -> Hardware:
+    """Return the Hardware of this machine's CPU with the runtime(s) that benchmark on it."""
     model, flags = platform.processor() or platform.machine(), set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -61,37 +55,17 @@ def local_cpu(runtime: str | None = None) -> Hardware:
     return Hardware(
         target="cpu", cpu=model, cores=os.cpu_count() or 1,
         isa=tuple(flag for flag in _ISA if flag in flags),
-        runtime=runtime or f"onnxruntime {ort.__version__} CPUExecutionProvider",
+        runtime=runtime,
     )
 
 
-def local_hardware(target: str) -> Hardware:
-    """Return this machine's Hardware for target ("cpu" or "gpu") with ONNX Runtime's
-    provider for it.
+def local_hardware(target: str, runtime: str) -> Hardware:
+    """Return this machine's Hardware for target, stating runtime (the runtimes that measure
+    on it). Raises HardwareUnavailable when the target's probe says this worker lacks it."""
+    from quantmill.targets import get_target
 
-    Raises HardwareUnavailable when this ONNX Runtime build lacks the target's provider
-    (e.g. a CPU-only build asked for "gpu") or the target is unknown.
-    """
-    if target not in PROVIDERS:
-        raise HardwareUnavailable(f"unknown hardware target {target!r}; known: {', '.join(PROVIDERS)}")
-    provider = PROVIDERS[target]
-    if provider not in ort.get_available_providers():
-        raise HardwareUnavailable(
-            f"onnxruntime {ort.__version__} on this worker has no {provider} "
-            f"(available: {', '.join(ort.get_available_providers())})"
-        )
-    host = local_cpu(f"onnxruntime {ort.__version__} {provider}")
-    if target == "cpu":
-        return host
-    return Hardware(target, host.cpu, host.cores, host.isa, host.runtime, accelerator=_gpu_name())
-
-
-def _gpu_name() -> str:
-    import subprocess
-
-    try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=30, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return "NVIDIA GPU (nvidia-smi unavailable)"
-    return ", ".join(line.strip() for line in done.stdout.splitlines() if line.strip())
+    found = get_target(target)
+    reason = found.unavailable()
+    if reason is not None:
+        raise HardwareUnavailable(reason)
+    return replace(local_cpu(runtime), target=target, accelerator=found.accelerator())

@@ -8,9 +8,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from quantmill import __version__
-from quantmill.formats import FORMATS
+from quantmill.formats import get_format
 from quantmill.hashing import fingerprint, sha256_files
-from quantmill.quantizers.onnx_runtime import QuantizeOptions
 
 _TOOLS = ("onnx", "onnxruntime", "numpy", "torch", "transformers", "llama-cpp-python", "llmcompressor", "compressed-tensors")
 
@@ -36,15 +35,14 @@ def code_version() -> str:
 
 
 def artifact_metadata(
-    options: QuantizeOptions, source_uri: str, source_sha256: str, source_version: str | None,
+    format_name: str, options: object, source_uri: str, source_sha256: str, source_version: str | None,
     calibration_sha256: str | None,
 ) -> dict:
     """Return the metadata written beside an artifact."""
-    fmt = FORMATS[options.format]
+    fmt = get_format(format_name)
     return {
-        "format": fmt.name, "runtime": fmt.runtime, "scheme": fmt.scheme,
+        "format": fmt.name, "runtime": fmt.runtime, "scheme": fmt.description,
         "quantization": asdict(options),
-        "calibration_method": options.calibration_method,
         "calibration_data_sha256": calibration_sha256 if fmt.calibrated else None,
         "source": {"uri": source_uri, "sha256": source_sha256, "version": source_version},
         "tool_versions": tool_versions(),

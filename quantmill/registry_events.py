@@ -18,13 +18,11 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from quantmill.errors import QuantmillError
+from quantmill.metrics import get_metric
 
 EVENT = "quantmill.model-version.registered"
 TASK, CALIBRATION, EVALUATION = "quantmill.task", "quantmill.calibration_data", "quantmill.eval_data"
 TARGET = "quantmill.target"
-LANGUAGE_MODELING = "language-modeling"
-# The budget's tag and flow parameter: metric points for ONNX models, % perplexity increase for LMs.
-BUDGET = {"onnx": "max_accuracy_drop", LANGUAGE_MODELING: "max_ppl_increase"}
 # Set by the receiver once it has emitted a version's event: the event id it emitted.
 REQUESTED = "quantmill.requested"
 # The registry events that may complete a request: a version created with its tags, or a
@@ -61,19 +59,21 @@ class QuantizeRequest:
         return uuid.uuid5(_NAMESPACE, json.dumps(asdict(self), sort_keys=True))
 
     def flow_parameters(self) -> dict:
-        """Return the parameters of the flow for this request: quantize-language-model's for
-        language modeling, else quantize-model's (with task)."""
-        lm = self.task == LANGUAGE_MODELING
+        """Return the parameters of the quantize-model flow for this request, the budget
+        under the parameter its task's metric reads."""
         chosen = {_budget_key(self.task): self.budget, "target": self.target}
         return {
-            "model": self.model_uri, "out_dir": f"out/{self.name}-v{self.version}", **({} if lm else {"task": self.task}),
+            "model": self.model_uri, "out_dir": f"out/{self.name}-v{self.version}", "task": self.task,
             "calibration_data": self.calibration_data, "eval_data": self.eval_data,
             **{k: v for k, v in chosen.items() if v is not None},
         }
 
 
 def _budget_key(task: str) -> str:
-    return BUDGET[LANGUAGE_MODELING] if task == LANGUAGE_MODELING else BUDGET["onnx"]
+    try:
+        return get_metric(task).budget_parameter
+    except QuantmillError as err:
+        raise WebhookRejected(str(err)) from None
 
 
 def request_from_tags(name: str, version: str, tags: dict[str, str]) -> QuantizeRequest | None:

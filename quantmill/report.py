@@ -10,46 +10,35 @@ from pathlib import Path
 from quantmill import __version__
 from quantmill.atomic import atomic_file
 from quantmill.attempts import Attempt
-from quantmill.benchmark import Benchmark, TargetBenchmarks
+from quantmill.benchmark import BASELINE, TargetBenchmarks
 from quantmill.calibration import CalibrationVerdict
 from quantmill.data import Dataset
 from quantmill.formats import Candidate
 from quantmill.gate import GateDecision
 from quantmill.hardware import Hardware
-from quantmill.inspection import ModelProfile
-from quantmill.lm_benchmark import LMBenchmark
-from quantmill.lm_sources import LanguageModelRef
+from quantmill.metrics import Budget
+from quantmill.models import Model
 from quantmill.sensitivity import GroupScore
-from quantmill.sources import ModelRef
 
 REPORT_FILE = "report.json"
 
 
-def model_section(model: ModelRef, profile: ModelProfile) -> dict:
-    """Return the report's `model` section for an ONNX-path model."""
+def model_section(model: Model) -> dict:
+    """Return the report's `model` section."""
     return {
         "uri": model.uri, "name": model.name, "version": model.version, "sha256": model.sha256,
-        "source_format": model.source_format, "onnx_path": str(model.onnx_path),
-        "family": profile.family, "parameters": profile.parameters, "size_bytes": profile.size_bytes,
-        "op_counts": profile.op_counts,
-    }
-
-
-def lm_model_section(model: LanguageModelRef) -> dict:
-    """Return the report's `model` section for a decoder language model."""
-    return {
-        "uri": model.uri, "name": model.name, "version": model.version, "sha256": model.sha256,
-        "source_format": "hf-causal-lm", "model_dir": str(model.model_dir),
-        "family": "decoder-lm", "parameters": model.parameters, "size_bytes": model.size_bytes,
+        "source_format": model.kind, "path": str(model.path),
+        "family": model.family, "parameters": model.parameters, "size_bytes": model.size_bytes,
+        "op_counts": model.op_counts,
     }
 
 
 def build_report(
-    *, model: dict, task: str, target: str, max_accuracy_drop: float,
+    *, model: Model, task: str, target: str, budget: Budget,
     hardware: Hardware, candidates: tuple[Candidate, ...], calibration: CalibrationVerdict,
-    calibration_data: Dataset, evaluation_data: Dataset, baseline: Benchmark | None,
+    calibration_data: Dataset, evaluation_data: Dataset, baseline_format: str, baseline: object | None,
     attempts: tuple[Attempt, ...], sensitivity: tuple[GroupScore, ...], gate: GateDecision,
-    baseline_format: str = "onnx-fp32", failures: tuple[dict, ...] = (), targets: tuple[TargetBenchmarks, ...] = (),
+    failures: tuple[dict, ...] = (), targets: tuple[TargetBenchmarks, ...] = (),
 ) -> dict:
     """Return the report as a JSON-ready dict."""
     return {
@@ -57,9 +46,10 @@ def build_report(
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "task": task,
         "target": target,
-        "max_accuracy_drop": max_accuracy_drop,
+        "max_accuracy_drop": budget.value,
+        "budget": asdict(budget),
         "hardware": {**asdict(hardware), "description": hardware.describe()},
-        "model": model,
+        "model": model_section(model),
         "candidates": [asdict(c) for c in candidates],
         "calibration": {"path": str(calibration_data.path), **asdict(calibration)},
         "evaluation_data": {
@@ -68,8 +58,9 @@ def build_report(
         "baseline": {
             "format": baseline_format, "benchmark": None if baseline is None else asdict(baseline),
             "headline": None if baseline is None else baseline.headline()[1],
+            "headline_value": None if baseline is None else baseline.headline()[0],
         },
-        "attempts": [_attempt(a, baseline, max_accuracy_drop) for a in attempts],
+        "attempts": [_attempt(a, baseline, budget) for a in attempts],
         "failures": list(failures),
         "targets": [_target(t) for t in targets],
         "sensitivity": [asdict(s) for s in sensitivity],
@@ -79,34 +70,42 @@ def build_report(
 
 
 def _target(result: TargetBenchmarks) -> dict:
-    baseline = result.benchmarks.get("fp32")
+    baseline = result.benchmarks.get(BASELINE)
     return {
         "target": result.target, "status": "measured" if result.measured else "not benchmarked",
         "reason": result.reason, "flow_run": result.flow_run,
         "hardware": None if result.hardware is None else result.hardware.describe(),
         "benchmarks": {label: asdict(b) for label, b in result.benchmarks.items()},
+        "speedup_vs_baseline": {
+            label: bench.headline()[0] / baseline.headline()[0]
+            for label, bench in result.benchmarks.items() if baseline is not None and label != BASELINE
+        },
         "throughput_ratio_vs_fp32": {
             label: _throughput_ratios(bench, baseline)
-            for label, bench in result.benchmarks.items() if baseline is not None and label != "fp32"
+            for label, bench in result.benchmarks.items() if baseline is not None and label != BASELINE
         },
     }
 
 
-def _throughput_ratios(bench: Benchmark, baseline: Benchmark) -> dict[str, float]:
-    return {b: bench.throughput[b] / baseline.throughput[b] for b in bench.throughput}
+def _throughput_ratios(bench: object, baseline: object) -> dict[str, float] | None:
+    # Per batch size where the runtime measures batches (ONNX Runtime); None otherwise.
+    per_batch, base = getattr(bench, "throughput", None), getattr(baseline, "throughput", None)
+    if not isinstance(per_batch, dict) or not isinstance(base, dict):
+        return None
+    return {b: per_batch[b] / base[b] for b in per_batch}
 
 
-def _attempt(attempt: Attempt, baseline: Benchmark | LMBenchmark | None, budget: float) -> dict:
+def _attempt(attempt: Attempt, baseline: object | None, budget: Budget) -> dict:
     ev, bench = attempt.evaluation, attempt.benchmark
     speedup = per_batch = None
     if bench is not None and baseline is not None:
         speedup = bench.headline()[0] / baseline.headline()[0]
-        if isinstance(bench, Benchmark):
-            per_batch = _throughput_ratios(bench, baseline)
+        per_batch = _throughput_ratios(bench, baseline)
+    description = attempt.options.describe()
     return {
         "index": attempt.index,
         "format": attempt.format,
-        "description": attempt.options.describe(),
+        "description": f"{attempt.format} {description}".strip(),
         "options": asdict(attempt.options),
         "reason": attempt.reason,
         "path": str(attempt.artifact.path),
@@ -116,11 +115,12 @@ def _attempt(attempt: Attempt, baseline: Benchmark | LMBenchmark | None, budget:
         "baseline_metric": ev.baseline_metric,
         "quantized_metric": ev.quantized_metric,
         "accuracy_drop": ev.accuracy_drop,
-        "within_budget": ev.accuracy_drop <= budget,
+        "within_budget": ev.accuracy_drop <= budget.value,
         "secondary_metrics": ev.secondary,
         "per_slice": ev.per_slice,
         "worst_disagreements": list(ev.worst),
         "benchmark": None if bench is None else asdict(bench),
+        "headline_value": None if bench is None else bench.headline()[0],
         "speedup_vs_baseline": speedup,
         "throughput_ratio_vs_fp32": per_batch,
         "size_ratio_vs_fp32": None if baseline is None else attempt.artifact.size_bytes / baseline.size_bytes,
@@ -153,10 +153,10 @@ def render_summary(report: dict) -> str:
         metric = f"{first['baseline_metric']:.2f}" if first else "-"
         lines.append(
             f"{'-':>2}  {report['baseline']['format'] + ' (baseline)':<56} {metric:>9} {'':>7} "
-            f"{baseline['size_bytes'] / 1e6:>8.2f} {_headline(baseline):>9} {'1.00':>7}"
+            f"{baseline['size_bytes'] / 1e6:>8.2f} {report['baseline']['headline_value']:>9.1f} {'1.00':>7}"
         )
     for a in report["attempts"]:
-        speed = _headline(a["benchmark"]) if a["benchmark"] else "-"
+        speed = f"{a['headline_value']:.1f}" if a["headline_value"] is not None else "-"
         ratio = f"{a['speedup_vs_baseline']:.2f}" if a["speedup_vs_baseline"] else "-"
         mark = "*" if a["index"] == gate["chosen_attempt"] else " "
         lines.append(
@@ -166,13 +166,13 @@ def render_summary(report: dict) -> str:
     for failure in report.get("failures", []):
         lines.append(f"{'x':>2}  {failure['format']:<56} failed: {failure['reason'][:80]}")
     if report["attempts"]:
-        drop = "% perplexity increase" if report["attempts"][0]["metric_name"] == "perplexity" else "points"
         lines.append(
-            f"metric: {report['attempts'][0]['metric_name']}; drop in {drop}; speed: {report['baseline']['headline']}; * = chosen"
+            f"metric: {report['attempts'][0]['metric_name']}; drop in {report['budget']['unit']}; "
+            f"speed: {report['baseline']['headline']}; * = chosen"
         )
     for t in report.get("targets", []):
-        chosen = t["throughput_ratio_vs_fp32"].get(str(gate["chosen_attempt"]))
-        detail = (f"{t['hardware']}" + (f"; chosen attempt {chosen['32']:.2f}x FP32 at batch 32" if chosen else "")
+        chosen = t["speedup_vs_baseline"].get(str(gate["chosen_attempt"]))
+        detail = (f"{t['hardware']}" + (f"; chosen attempt {chosen:.2f}x the baseline" if chosen else "")
                   if t["status"] == "measured" else f"not benchmarked: {t['reason']}")
         lines.append(f"target    {t['target']}: {detail}")
     lines += ["", f"gate      {gate['status'].upper()}"] + [f"          - {r}" for r in gate["reasons"]]
@@ -181,7 +181,3 @@ def render_summary(report: dict) -> str:
         lines.append(f"mlflow    run {m['run_id']}" + (f", registered {m['registered_model']} v{m['version']} @{m['alias']}" if m.get("version") else ""))
     return "\n".join(lines)
 
-
-def _headline(bench: dict) -> str:
-    value = bench["throughput"]["32"] if "throughput" in bench else bench["decode_tokens_per_s"]
-    return f"{value:.1f}"

@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-
-from quantmill.data import Dataset
-from quantmill.evaluation import evaluate, predict
-from quantmill.quantizers.onnx_runtime import QuantizeOptions, quantize
 
 # A numbered block ("layer.3", "layers.3", "h.3", "block.3") is one group in a transformer;
 # elsewhere each weighted node's scope is its own group.
@@ -54,18 +49,13 @@ def exclusion_sets(ranking: tuple[GroupScore, ...]) -> tuple[tuple[GroupScore, .
 
 
 def scan(
-    model: Path, options: QuantizeOptions, groups: dict[str, tuple[str, ...]], calibration: Dataset,
-    evaluation: Dataset, baseline_outputs: np.ndarray, task: str, scratch: Path,
+    groups: dict[str, tuple[str, ...]], partial: Callable[[tuple[str, ...]], Path], score: Callable[[Path], float],
 ) -> tuple[GroupScore, ...]:
-    """Quantize each group alone with options, evaluate it against the FP32 outputs, and
-    return the groups ranked from most to least sensitive."""
+    """Quantize each group alone (partial(nodes) writes that model), score it (the metric
+    drop against full precision), and return the groups ranked from most to least sensitive."""
     scores = []
-    for index, (group, nodes) in enumerate(groups.items()):
-        partial = quantize(
-            model, scratch / f"scan-{index}.onnx", replace(options, nodes_to_quantize=nodes, nodes_to_exclude=()),
-            calibration, scratch,
-        )
-        result = evaluate(task, baseline_outputs, predict(partial, evaluation), evaluation)
-        scores.append(GroupScore(group, nodes, result.accuracy_drop))
-        partial.unlink()
+    for group, nodes in groups.items():
+        model = partial(nodes)
+        scores.append(GroupScore(group, nodes, score(model)))
+        model.unlink()
     return rank(scores)

@@ -33,6 +33,17 @@ class SweepEntry:
     note: str | None = None
 
 
+def source_model_uri(tags: dict[str, str], report: dict) -> str | None:
+    """Return models:/NAME/VERSION of the model a quantized version was made from: its tags
+    source_model and source_version (set when quantmill registers it), else the report of
+    the run that made it (a version a person registered from that run after review).
+    None when the source was not a registered version."""
+    name, version = tags.get("source_model"), tags.get("source_version")
+    if not (name and version and version != "None"):
+        name, version = report["model"]["name"], report["model"]["version"]
+    return f"models:/{name}/{version}" if name and version else None
+
+
 def write_sweep_report(entries: list[SweepEntry], alias: str, out_dir: Path) -> dict:
     """Write out_dir/sweep-report.json atomically and return what it holds."""
     path = out_dir / SWEEP_REPORT

@@ -13,9 +13,11 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
 from quantmill.benchmark import TargetBenchmarks, benchmark_target
-from quantmill.data import Dataset, load_dataset
+from quantmill.data import Dataset
+from quantmill.formats import get_format
 from quantmill.hardware import Hardware, local_cpu
-from quantmill.inspection import inspect_model
+from quantmill.runtimes import get_runtime
+from quantmill.targets import get_target
 from tasks.policy import EPHEMERAL, retried
 
 BENCHMARK_FLOW = "benchmark-on-hardware"
@@ -23,22 +25,18 @@ _POLL_SECONDS = 2.0
 
 
 @task(name="benchmark", timeout_seconds=1800, **EPHEMERAL)
-def benchmark_task(target: str, models: dict[str, Path], data: Dataset, seconds_per_batch: float) -> TargetBenchmarks:
-    """Return the models measured one after another on this machine's hardware for target
-    (or the reason it cannot run target)."""
-    return benchmark_target(target, models, data, seconds_per_batch)
-
-
-@task(name="load-feeds", **EPHEMERAL)
-def load_feeds_task(model: Path, data: Path, tokenizer_dir: Path | None) -> Dataset:
-    """Return the data set at data shaped for the inputs of the ONNX model at model."""
-    return load_dataset(data, inspect_model(model).inputs, tokenizer_dir)
+def benchmark_task(target: str, models: dict[str, tuple[str, Path]], data: Dataset, seconds_per_batch: float) -> TargetBenchmarks:
+    """Return the labelled models, each given as (format name, path), measured by their
+    formats' runtimes on this machine's hardware for target (or the reason it cannot)."""
+    runtimes = {label: (get_format(name).runtime, Path(path)) for label, (name, path) in models.items()}
+    return benchmark_target(target, runtimes, data, seconds_per_batch)
 
 
 @task(name="describe-hardware", **EPHEMERAL)
-def hardware_task(runtime: str | None = None) -> Hardware:
-    """Return the hardware this worker benchmarks on, with the runtime (default ONNX Runtime)."""
-    return local_cpu(runtime)
+def hardware_task(format_names: list[str]) -> Hardware:
+    """Return this machine's CPU with the runtimes of the named formats."""
+    runtimes = dict.fromkeys(get_format(name).runtime for name in format_names)
+    return local_cpu("; ".join(get_runtime(name).describe("cpu") for name in runtimes))
 
 
 @task(name="benchmark-on-pool", timeout_seconds=3600, **retried(2), **EPHEMERAL)
@@ -47,6 +45,7 @@ def benchmark_on_pool_task(target: str, parameters: dict, pickup_seconds: float)
     return what it measured. When no worker takes the run within pickup_seconds, the run is
     cancelled and the target comes back not benchmarked, with the reason; likewise when the
     run fails or crashes."""
+    pool = get_target(target).pool
     # Keyed on the calling flow run, so a retry of this task finds its run instead of starting another.
     started = run_deployment(
         f"{BENCHMARK_FLOW}/{target}", parameters=parameters, timeout=0,
@@ -57,17 +56,18 @@ def benchmark_on_pool_task(target: str, parameters: dict, pickup_seconds: float)
                     pickup_seconds)
         if run.state is None or run.state.is_scheduled() or run.state.is_pending():
             client.set_flow_run_state(run.id, Cancelled(message=f"no worker within {pickup_seconds:g} s"), force=True)
-            pool = client.read_work_pool(target)
+            status = client.read_work_pool(pool).status
             return TargetBenchmarks(target, {}, flow_run=run.name, reason=(
-                f"no worker on work pool '{target}' took flow run '{run.name}' within {pickup_seconds:g} s "
-                f"(pool status {pool.status.value if pool.status else 'unknown'}); the run was cancelled"
+                f"no worker on work pool '{pool}' took flow run '{run.name}' within {pickup_seconds:g} s "
+                f"(pool status {status.value if status else 'unknown'}); the run was cancelled"
             ))
         run = _wait(client, run.id, lambda r: r.state.is_final(), None)
     if not run.state.is_completed():
         return TargetBenchmarks(target, {}, flow_run=run.name,
                                 reason=f"flow run '{run.name}' ended {run.state.name}: {run.state.message}")
     measured = TargetBenchmarks.from_dict(run.state.result())
-    return TargetBenchmarks(measured.target, measured.benchmarks, measured.hardware, measured.reason, run.name)
+    return TargetBenchmarks(measured.target, measured.benchmarks, measured.hardware, measured.reason, run.name,
+                            measured.runtimes)
 
 
 def _wait(client, run_id, done, seconds: float | None):

@@ -6,26 +6,29 @@ from pathlib import Path
 
 from prefect import task
 
-from quantmill.calibration import CalibrationPolicy, CalibrationVerdict, stratified_subsample, validate_calibration
-from quantmill.data import Dataset, load_dataset
-from quantmill.inspection import ModelProfile
-from quantmill.sources import ModelRef
+from quantmill.calibration import CalibrationVerdict, stratified_subsample, validate_calibration
+from quantmill.data import Dataset
+from quantmill.models import Model, get_kind
 from tasks.policy import EPHEMERAL
 
 
 @task(name="load-data", **EPHEMERAL)
-def load_data_task(path: Path, profile: ModelProfile, model: ModelRef) -> Dataset:
-    """Return the data set at path shaped for the model's inputs."""
-    return load_dataset(path, profile.inputs, model.tokenizer_dir)
+def load_data_task(model: Model, path: Path) -> Dataset:
+    """Return the data set at path ready to feed model (its kind's loader)."""
+    return get_kind(model.kind).load_data(model, path)
 
 
-@task(name="validate-calibration", **EPHEMERAL)
-def validate_calibration_task(calibration: Dataset, evaluation: Dataset, policy: CalibrationPolicy) -> CalibrationVerdict:
-    """Return the calibration verdict: size, KS test against the evaluation inputs, range coverage."""
-    return validate_calibration(calibration, evaluation, policy)
+@task(name="validate-calibration", timeout_seconds=1800, **EPHEMERAL)
+def validate_calibration_task(model: Model, calibration: Dataset, evaluation: Dataset) -> CalibrationVerdict:
+    """Return the calibration verdict under the model kind's policy: size, KS tests of the
+    kind's per-sample features against the evaluation data, range coverage."""
+    kind = get_kind(model.kind)
+    return validate_calibration(calibration, evaluation, kind.policy,
+                                kind.features(model, calibration), kind.features(model, evaluation))
 
 
 @task(name="subsample-calibration", **EPHEMERAL)
-def subsample_task(calibration: Dataset, policy: CalibrationPolicy) -> Dataset:
+def subsample_task(model: Model, calibration: Dataset) -> Dataset:
     """Return the stratified subsample of the calibration set that quantization uses."""
+    policy = get_kind(model.kind).policy
     return stratified_subsample(calibration, policy.max_samples, policy.seed)

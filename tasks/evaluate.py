@@ -1,4 +1,4 @@
-"""Run models on the evaluation set and compare them with the FP32 baseline."""
+"""Run models on the evaluation set and compare them with the full-precision reference."""
 
 from __future__ import annotations
 
@@ -8,17 +8,23 @@ import numpy as np
 from prefect import task
 
 from quantmill.data import Dataset
-from quantmill.evaluation import Evaluation, evaluate, predict
+from quantmill.formats import get_format
+from quantmill.metrics import Evaluation, get_metric
+from quantmill.models import Model, get_kind
+from quantmill.runtimes import get_runtime
 from tasks.policy import EPHEMERAL, cached
 
 
-@task(name="predict-fp32", timeout_seconds=1800, **EPHEMERAL)
-def baseline_outputs_task(model: Path, evaluation: Dataset) -> np.ndarray:
-    """Return the FP32 model's outputs on the evaluation set."""
-    return predict(model, evaluation)
+@task(name="reference-outputs", timeout_seconds=1800, **EPHEMERAL)
+def reference_outputs_task(model: Model, evaluation: Dataset) -> np.ndarray:
+    """Return the full-precision model's outputs on the evaluation set, from the runtime its
+    kind names as the reference."""
+    return get_runtime(get_kind(model.kind).reference_runtime).outputs(model.path, evaluation)
 
 
 @task(name="evaluate", timeout_seconds=1800, **cached())
-def evaluate_task(quantized: Path, evaluation: Dataset, baseline_outputs: np.ndarray, task_name: str) -> Evaluation:
-    """Return the quantized model's Evaluation against the FP32 outputs."""
-    return evaluate(task_name, baseline_outputs, predict(quantized, evaluation), evaluation)
+def evaluate_task(format_name: str, quantized: Path, evaluation: Dataset, reference: np.ndarray, task_name: str) -> Evaluation:
+    """Return the quantized model's Evaluation against the reference outputs, run by the
+    format's runtime and compared by the task's metric."""
+    outputs = get_runtime(get_format(format_name).runtime).outputs(quantized, evaluation)
+    return get_metric(task_name).compare(reference, outputs, evaluation)

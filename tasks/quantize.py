@@ -8,30 +8,40 @@ import numpy as np
 from prefect import task
 
 from quantmill.data import Dataset
-from quantmill.inspection import inspect_model
-from quantmill.quantizers.onnx_runtime import QuantizeOptions, preprocessed, quantize, quantized_path
-from quantmill.sensitivity import GroupScore, node_groups, scan
+from quantmill.formats import get_format
+from quantmill.metrics import get_metric
+from quantmill.models import Model
+from quantmill.runtimes import get_runtime
+from quantmill.sensitivity import GroupScore
 from tasks.policy import cached
 
 
-@task(name="quantize", timeout_seconds=1800, **cached(by_name=("out_path", "cache_dir")))
-def quantize_task(model: Path, out_path: Path, options: QuantizeOptions, calibration: Dataset, cache_dir: Path) -> Path:
-    """Return the path of the quantized model written for options."""
-    return quantize(model, out_path, options, calibration, cache_dir)
+@task(name="quantize", timeout_seconds=1800, **cached(by_name=("workdir",)))
+def quantize_task(format_name: str, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
+    """Return the path of the model quantized to format_name with options."""
+    return get_format(format_name).quantize(model, options, calibration, workdir)
 
 
-def quantize_attempt(model: Path, options: QuantizeOptions, calibration: Dataset, cache_dir: Path) -> Path:
-    """Return the quantized model for options, from cache when the cached file is still
-    there; a cache record whose file was deleted is refreshed, not trusted."""
-    out_path = quantized_path(cache_dir, options, calibration)
-    return quantize_task.with_options(refresh_cache=not out_path.exists())(model, out_path, options, calibration, cache_dir)
+def quantize_attempt(format_name: str, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
+    """Return the quantized model, from cache when the cached file is still there; a cache
+    record whose file was deleted is refreshed, not trusted. Calibration data only counts
+    (in the cache key too) for a calibrated format."""
+    fmt = get_format(format_name)
+    calibration = calibration if fmt.calibrated else None
+    refresh = not fmt.output_path(model, options, calibration, workdir).exists()
+    return quantize_task.with_options(refresh_cache=refresh)(format_name, model, options, calibration, workdir)
 
 
-@task(name="sensitivity-scan", timeout_seconds=3600, **cached(by_name=("cache_dir",)))
+@task(name="sensitivity-scan", timeout_seconds=3600, **cached(by_name=("workdir",)))
 def sensitivity_task(
-    model: Path, options: QuantizeOptions, calibration: Dataset, evaluation: Dataset,
-    baseline_outputs: np.ndarray, task_name: str, cache_dir: Path,
+    format_name: str, model: Model, options: object, calibration: Dataset, evaluation: Dataset,
+    reference: np.ndarray, task_name: str, workdir: Path,
 ) -> tuple[GroupScore, ...]:
-    """Return the weighted-node groups of the pre-processed graph ranked by sensitivity."""
-    groups = node_groups(inspect_model(preprocessed(model, cache_dir)).quantizable_nodes)
-    return tuple(scan(model, options, groups, calibration, evaluation, baseline_outputs, task_name, cache_dir))
+    """Return the format's layer groups ranked by the metric drop with only that group quantized."""
+    fmt = get_format(format_name)
+    metric, runtime = get_metric(task_name), get_runtime(fmt.runtime)
+
+    def score(path: Path) -> float:
+        return metric.compare(reference, runtime.outputs(path, evaluation), evaluation).accuracy_drop
+
+    return fmt.sensitivity(model, options, calibration, evaluation, score, workdir)

@@ -10,10 +10,11 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from quantmill.data import Dataset, save_samples
+from quantmill.formats import get_format
 from quantmill.gate import PASSED
 from quantmill.report import render_summary, write_report
 from quantmill.storage import s3_from_env, upload_artifact
-from quantmill.tracking import CALIBRATION_SAMPLE, record_run
+from quantmill.tracking.runs import CALIBRATION_SAMPLE, record_run
 from tasks.policy import EPHEMERAL, retried
 
 
@@ -40,6 +41,9 @@ def record_task(report: dict, out_dir: Path, register: bool, alias: str, calibra
             artifact_dir=Path(chosen["path"]).parent if chosen else None,
             register_as=f"{report['model']['name']}-quantized" if ship else None,
             alias=alias if ship else None, calibration_sample=sample,
+            register=None if chosen is None else (
+                lambda name, uri: get_format(chosen["format"]).register(Path(chosen["path"]), name, uri)
+            ),
         )
     final = {**report, "mlflow": {
         "run_id": registration.run_id, "registered_model": registration.registered_model,
@@ -63,9 +67,9 @@ def _publish_prefect_artifacts(report: dict) -> None:
                 "attempt": a["index"], "format": a["description"], "metric": a["metric_name"],
                 "quantized_metric": round(a["quantized_metric"], 3), "accuracy_drop": round(a["accuracy_drop"], 3),
                 "size_bytes": a["size_bytes"],
-                "throughput_ratio_b32": None if not a["throughput_ratio_vs_fp32"] else round(a["throughput_ratio_vs_fp32"]["32"], 3),
+                "speedup_vs_baseline": None if a["speedup_vs_baseline"] is None else round(a["speedup_vs_baseline"], 3),
             }
             for a in report["attempts"]
         ],
-        description="every quantization attempt, measured against FP32",
+        description="every quantization attempt, measured against full precision",
     )

@@ -8,11 +8,12 @@ from prefect import task
 
 from quantmill.benchmark_table import load_table
 from quantmill.formats import Candidate, select_formats
+from quantmill.metrics import Budget
+from quantmill.models import Model
 from tasks.policy import EPHEMERAL
 
 
 @task(name="select-formats", **EPHEMERAL)
-def select_formats_task(family: str, target: str, max_accuracy_drop: float, table_dir: Path) -> tuple[Candidate, ...]:
-    """Return the ordered candidates for family on target, read from table_dir's CSVs."""
-    return select_formats(family, target, max_accuracy_drop, load_table(table_dir))
-
+def select_formats_task(model: Model, target: str, budget: Budget, table_dir: Path) -> tuple[Candidate, ...]:
+    """Return the ordered candidates for model on target, read from table_dir's CSVs."""
+    return select_formats(model.kind, model.family, target, budget.value, budget.unit, load_table(table_dir))

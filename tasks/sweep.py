@@ -9,10 +9,10 @@ from pathlib import Path
 from prefect import task
 
 from quantmill.calibration import Drift, measure_drift
-from quantmill.data import load_dataset, split_file
-from quantmill.inspection import inspect_model
-from quantmill.sources import resolve_model
-from quantmill.tracking import CALIBRATION_SAMPLE, AliasedVersion, download_run_file, versions_with_alias
+from quantmill.data import split_file
+from quantmill.models import get_kind, resolve_model
+from quantmill.tracking.registry import AliasedVersion, download_run_file, versions_with_alias
+from quantmill.tracking.runs import CALIBRATION_SAMPLE
 from tasks.policy import EPHEMERAL, retried
 
 
@@ -30,12 +30,14 @@ def quantization_record_task(run_id: str, workdir: Path) -> tuple[dict, Path]:
 
 
 @task(name="measure-drift", timeout_seconds=1800, **EPHEMERAL)
-def drift_task(model_uri: str, stored: Path, fresh: Path, alpha: float, workdir: Path) -> Drift:
-    """Return the drift of the fresh data from the stored calibration samples, both shaped
-    for the inputs of the model at model_uri (fresh text is tokenized with its tokenizer)."""
-    model = resolve_model(model_uri, workdir)
-    inputs = inspect_model(model.onnx_path).inputs
-    return measure_drift(load_dataset(stored, inputs, None), load_dataset(fresh, inputs, model.tokenizer_dir), alpha)
+def drift_task(model_uri: str, task_name: str, stored: Path, fresh: Path, alpha: float, workdir: Path) -> Drift:
+    """Return the drift of the fresh data from the stored calibration samples, compared on
+    the per-sample features the model's kind chooses (input features for ONNX models,
+    per-window full-precision log-perplexity for language models)."""
+    model = resolve_model(model_uri, task_name, workdir)
+    kind = get_kind(model.kind)
+    stored_features = kind.features(model, kind.load_samples(model, stored))
+    return measure_drift(stored_features, kind.features(model, kind.load_data(model, fresh)), alpha)
 
 
 @task(name="split-fresh-data", **EPHEMERAL)

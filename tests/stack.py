@@ -1,7 +1,7 @@
 """The servers the orchestration tests run against, started here on loopback: an S3 API
 (moto's server mode, in this process so it can be stopped and restarted with its data), an
 MLflow tracking server on SQLite with its artifact store on that S3, a Prefect server whose
-task results and cache records go to that S3, a process worker per pool (cpu, gpu), and
+task results and cache records go to that S3, a process worker per hardware target's pool (cpu, gpu), and
 quantmill's registry webhook receiver."""
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quantmill.targets import TARGETS
+
 REPO = Path(__file__).resolve().parent.parent
+POOLS = tuple(dict.fromkeys(t.pool for t in TARGETS.values()))
 BIN = Path(sys.executable).parent
 SECRET = "test-webhook-secret"
 
@@ -125,13 +128,13 @@ def start_stack(root: Path) -> Stack:
                              "--artifacts-destination", "s3://artifacts/mlflow", "--workers", "1")
         wait_http(f"{stack.prefect_url}/health", 120, prefect)
         wait_http(f"{stack.mlflow_url}/health", 120, mlflow)
-        for pool in ("cpu", "gpu"):
+        for pool in POOLS:
             stack.run(str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process")
         # Task results and cache records on S3, as in the deployed stack.
         stack.run(str(BIN / "quantmill"), "results-storage")
         stack.env["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] = "s3-bucket/quantmill-results"
         stack.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
-        for pool in ("cpu", "gpu"):
+        for pool in POOLS:
             stack.start_worker(pool)
         receiver = stack.start("webhook", str(BIN / "quantmill"), "webhook", "serve", "--host", "127.0.0.1",
                                "--port", str(webhook_port))

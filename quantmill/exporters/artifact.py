@@ -1,4 +1,4 @@
-"""Publish a quantized model file (ONNX, GGUF): the file, a metadata JSON beside it and its
+"""Publish a quantized model (a file, or a checkpoint folder): the files, a metadata JSON beside it and its
 sha256, written to a temporary folder and moved into place whole."""
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ class ExportedArtifact:
     size_bytes: int
 
 
-def export_artifact(model: Path, destination: Path, metadata: dict) -> ExportedArtifact:
-    """Publish model (a file, or a checkpoint folder) into the folder destination as
-    model<suffix> (or model/), with metadata.json and model<suffix>.sha256 (for a folder,
-    the sha256 over its files, each prefixed by its relative path).
+def export_artifact(model: Path, files: tuple[Path, ...], destination: Path, metadata: dict) -> ExportedArtifact:
+    """Publish model (a file, or a checkpoint folder whose artifact is files) into the
+    folder destination as model<suffix> (or model/), with metadata.json and
+    model<suffix>.sha256 (for a folder, the sha256 over its files, each prefixed by its
+    relative path).
 
     An existing destination is replaced only once the new folder is complete, so readers
     see the old artifact or the new one, never a mix. Raises OSError on I/O failure.
@@ -39,9 +40,12 @@ def export_artifact(model: Path, destination: Path, metadata: dict) -> ExportedA
         filename = "model" if model.is_dir() else f"model{model.suffix}"
         target = staging / filename
         if model.is_dir():
-            shutil.copytree(model, target)
-            files = [f for f in target.rglob("*") if f.is_file()]
-            digest, size = sha256_files(files, target), sum(f.stat().st_size for f in files)
+            for source in files:
+                copied = target / source.relative_to(model)
+                copied.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, copied)
+            written = [target / f.relative_to(model) for f in files]
+            digest, size = sha256_files(written, target), sum(f.stat().st_size for f in written)
         else:
             shutil.copyfile(model, target)
             digest, size = sha256_file(target), target.stat().st_size

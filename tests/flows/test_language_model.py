@@ -1,84 +1,139 @@
-"""Decoder LMs: llama.cpp's converter and quantizer on a Llama trained here, and the
-language-model flow fanning out over formats."""
+"""Decoder LMs through the one quantize-model flow: llama.cpp's converter and quantizer and
+llm-compressor's AWQ on a Llama trained here, behind the format seam; the GGUF escalation
+ladder; a failing step recorded while the ladder goes on; drift measured on text."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from flows.cli import EXIT_CODES, main
-from quantmill.exporters import gguf
-from quantmill.exporters.gguf import convert_to_gguf, quantize_gguf
-from quantmill.lm_evaluation import compare, llama_cpp_logits, token_windows, torch_logits
+from quantmill.calibration import measure_drift
+from quantmill.formats import baseline_for, get_format
+from quantmill.formats import gguf as gguf_format
+from quantmill.formats.awq import AwqOptions
+from quantmill.formats.base import NoOptions
+from quantmill.formats.gguf import GgufOptions
+from quantmill.metrics import compare_logits
+from quantmill.models import get_kind, resolve_model
+from quantmill.models.hf_causal_lm import text_dataset
+from quantmill.runtimes import llama_cpp, transformers
+
+
+@pytest.fixture(scope="module")
+def llama_model(tiny_llama, tmp_path_factory):
+    return resolve_model(str(tiny_llama.model_dir), "language-modeling", tmp_path_factory.mktemp("work"))
+
+
+def _run(tiny_llama, out: Path, *extra: str) -> tuple[int, dict]:
+    code = main([
+        "run", str(tiny_llama.model_dir), "--task", "language-modeling", "--calibration-data", str(tiny_llama.train_text),
+        "--eval-data", str(tiny_llama.heldout_text), "--out", str(out), "--no-register", *extra,
+    ])
+    return code, json.loads((out / "report.json").read_text())
 
 
 def test_trained_model_beats_the_unigram_baseline(tiny_llama):
     assert tiny_llama.heldout_perplexity < 0.5 * tiny_llama.unigram_perplexity
 
 
-def test_gguf_round_trip_matches_the_original_logits(tiny_llama, tmp_path):
-    windows = token_windows(tiny_llama.model_dir, tiny_llama.heldout_text, 8)
-    reference = torch_logits(tiny_llama.model_dir, windows)
-    f16 = convert_to_gguf(tiny_llama.model_dir, tmp_path / "f16.gguf")
-    q8 = quantize_gguf(f16, tmp_path / "q8.gguf", "Q8_0")
+def test_gguf_round_trip_matches_the_original_logits(tiny_llama, llama_model, tmp_path):
+    windows = text_dataset(llama_model.path, tiny_llama.heldout_text, 8).inputs["input_ids"]
+    reference = transformers.logits(llama_model.path, windows)
+    f16 = baseline_for("hf-causal-lm").quantize(llama_model, NoOptions(), None, tmp_path)
+    q8 = get_format("gguf-q8_0").quantize(llama_model, GgufOptions("Q8_0"), None, tmp_path)
     assert q8.stat().st_size < 0.6 * f16.stat().st_size
 
-    f16_result = compare(reference, llama_cpp_logits(f16, windows), windows)
+    f16_result = compare_logits(reference, llama_cpp.logits(f16, windows), windows)
     assert f16_result.secondary["top1_agreement"] > 97.0
     assert f16_result.secondary["mean_kl"] < 1e-3
     assert abs(f16_result.accuracy_drop) < 0.5
-    q8_result = compare(reference, llama_cpp_logits(q8, windows), windows)
+    q8_result = compare_logits(reference, llama_cpp.logits(q8, windows), windows)
     assert abs(q8_result.accuracy_drop) < 2.0
 
 
 @pytest.mark.usefixtures("prefect_api")
-def test_one_format_failing_does_not_stop_the_others(tiny_llama, tmp_path, monkeypatch):
+def test_a_missed_budget_climbs_the_gguf_ladder_each_rung_measured(tiny_llama, tmp_path):
+    # A budget no quantized model can meet (perplexity halved) shows every rung.
+    table = tmp_path / "table"
+    table.mkdir()
+    (table / "q4.csv").write_text(
+        "family,hardware,format,accuracy_drop,compression,speedup,n_measurements,source\n"
+        "decoder-lm,cpu,gguf-q4_k_m,0.1,6.1,1.0,1,test row\n"
+    )
+    code, report = _run(tiny_llama, tmp_path / "out", "--max-ppl-increase", "-50", "--benchmark-table", str(table))
+    assert code == EXIT_CODES["failed"] and report["gate"]["status"] == "failed"
+    assert report["budget"] == {"value": -50.0, "unit": "% perplexity increase", "parameter": "max_ppl_increase"}
+    assert [c["format"] for c in report["candidates"]] == ["gguf-q4_k_m", "gguf-q8_0"]
+    gguf = [a for a in report["attempts"] if a["format"].startswith("gguf-")]
+    assert [a["options"]["scheme"] for a in gguf] == ["Q4_K_M", "Q8_0"]
+    assert all("next scheme up" in a["reason"] for a in gguf[1:])
+    sizes = [a["size_bytes"] for a in gguf]
+    assert sizes == sorted(sizes), "each rung up is larger"
+    for attempt in gguf:
+        assert attempt["metric_name"] == "perplexity" and not attempt["within_budget"]
+        assert attempt["secondary_metrics"]["tokens"] > 0 and attempt["benchmark"]["decode_tokens_per_s"] > 0
+    assert report["baseline"]["format"] == "gguf-f16"
+    assert "budget of -50 % perplexity increase" in report["gate"]["reasons"][0]
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_failing_step_is_recorded_and_the_ladder_goes_on(tiny_llama, tmp_path, monkeypatch):
     # An ftype llama.cpp does not know: its quantizer refuses it, a real failure.
-    monkeypatch.setitem(gguf.FTYPES, "Q4_K_M", 9999)
+    monkeypatch.setitem(gguf_format.FTYPES, "Q4_K_M", 9999)
+    table = tmp_path / "table"
+    table.mkdir()
+    (table / "q4.csv").write_text(
+        "family,hardware,format,accuracy_drop,compression,speedup,n_measurements,source\n"
+        "decoder-lm,cpu,gguf-q4_k_m,0.1,6.1,1.0,1,test row\n"
+    )
     out = tmp_path / "out"
-    code = main([
-        "run", str(tiny_llama.model_dir), "--task", "language-modeling", "--calibration-data", str(tiny_llama.train_text),
-        "--eval-data", str(tiny_llama.heldout_text), "--max-ppl-increase", "5", "--out", str(out),
-    ])
-    report = json.loads((out / "report.json").read_text())
+    code, report = _run(tiny_llama, out, "--max-ppl-increase", "5", "--benchmark-table", str(table))
     assert code == EXIT_CODES[report["gate"]["status"]]
-    assert {c["format"] for c in report["candidates"]} == {"gguf-q8_0", "gguf-q4_k_m", "awq-w4a16"}
     assert [f["format"] for f in report["failures"]] == ["gguf-q4_k_m"]
-    assert "returned 1" in report["failures"][0]["reason"]
-    made = {a["format"]: a for a in report["attempts"]}
-    assert set(made) == {"gguf-q8_0", "awq-w4a16"}
-    for attempt in made.values():
-        assert attempt["metric_name"] == "perplexity" and attempt["accuracy_drop"] < 5
-        assert attempt["benchmark"]["decode_tokens_per_s"] > 0 and 0 < attempt["benchmark"]["fraction_of_bound"] < 1.5
-    awq = made["awq-w4a16"]
-    config = json.loads((Path(awq["path"]) / "config.json").read_text())
-    assert config["quantization_config"]["config_groups"]["group_0"]["weights"]["group_size"] == 128
-    assert config["quantization_config"]["config_groups"]["group_0"]["weights"]["num_bits"] == 4
-    assert report["gate"]["chosen_attempt"] in {a["index"] for a in report["attempts"]}
+    assert "returned" in report["failures"][0]["reason"]
+    first = report["attempts"][0]
+    assert first["format"] == "gguf-q8_0" and first["within_budget"]
+    assert report["gate"]["chosen_attempt"] == first["index"]
     assert not any("q4_k_m" in p.name for p in (out / "attempts").iterdir())
 
 
-def test_awq_round_trip_loads_back_in_transformers(tiny_llama, tmp_path):
-    from quantmill.quantizers.awq import quantize_awq
-
-    calibration = token_windows(tiny_llama.model_dir, tiny_llama.train_text, 16)
-    checkpoint = quantize_awq(tiny_llama.model_dir, tmp_path / "awq", calibration)
+def test_awq_options_reach_the_checkpoint_and_it_loads_back(tiny_llama, llama_model, tmp_path):
+    kind = get_kind("hf-causal-lm")
+    calibration = kind.load_data(llama_model, tiny_llama.train_text)
+    checkpoint = get_format("awq-w4a16").quantize(llama_model, AwqOptions(group_size=64), calibration, tmp_path)
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["quantization_config"]["format"] == "pack-quantized"
-    windows = token_windows(tiny_llama.model_dir, tiny_llama.heldout_text, 8)
-    result = compare(torch_logits(tiny_llama.model_dir, windows), torch_logits(checkpoint, windows), windows)
+    weights = config["quantization_config"]["config_groups"]["group_0"]["weights"]
+    assert (weights["group_size"], weights["num_bits"]) == (64, 4)
+    windows = text_dataset(llama_model.path, tiny_llama.heldout_text, 8).inputs["input_ids"]
+    result = compare_logits(transformers.logits(llama_model.path, windows), transformers.logits(checkpoint, windows), windows)
     assert 0 < result.secondary["mean_kl"] < 0.05
     assert abs(result.accuracy_drop) < 5.0
 
 
-def test_parallel_llama_cpp_loads_leave_stdout_working(tiny_llama, tmp_path, capfd):
-    """Formats are evaluated in parallel threads; the process must keep its stdout."""
+def test_text_drift_is_measured_on_per_window_perplexity(tiny_llama, llama_model, tmp_path):
+    """More of the same code is not drift; English legal prose, to a model of Python code, is."""
+    kind = get_kind("hf-causal-lm")
+    stored = kind.features(llama_model, kind.load_data(llama_model, tiny_llama.train_text))
+    same = kind.features(llama_model, kind.load_data(llama_model, tiny_llama.heldout_text))
+    prose = Path(sys.base_prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "LICENSE.txt"
+    other = kind.features(llama_model, kind.load_data(llama_model, prose))
+    assert set(stored) == {"window_log_perplexity"}
+    stable, drifted = measure_drift(stored, same), measure_drift(stored, other)
+    assert not stable.drifted, stable
+    assert drifted.drifted and drifted.ks_statistic > 0.9, drifted
+
+
+def test_parallel_llama_cpp_loads_leave_stdout_working(tiny_llama, llama_model, tmp_path, capfd):
+    """llama.cpp models may be evaluated from parallel threads; the process must keep its stdout."""
     from concurrent.futures import ThreadPoolExecutor
 
-    windows = token_windows(tiny_llama.model_dir, tiny_llama.heldout_text, 2)
-    f16 = convert_to_gguf(tiny_llama.model_dir, tmp_path / "f16.gguf")
+    windows = text_dataset(llama_model.path, tiny_llama.heldout_text, 2).inputs["input_ids"]
+    f16 = baseline_for("hf-causal-lm").quantize(llama_model, NoOptions(), None, tmp_path)
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda _: llama_cpp_logits(f16, windows), range(8)))
+        list(pool.map(lambda _: llama_cpp.logits(f16, windows), range(8)))
     import os
 
     os.write(1, b"still-visible\n")

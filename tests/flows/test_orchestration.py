@@ -3,7 +3,9 @@ MLflow tracking server whose artifacts live on an S3 API server, and the registr
 receiver, all started here on loopback. One model version's life, in order: registered ->
 quantized once by the trigger; the same event again -> nothing new; re-run -> from cache;
 a pool without a worker -> not benchmarked; S3 down mid-run -> survived; the monthly sweep
--> the drifted model re-quantized, the other left alone."""
+-> the drifted model re-quantized, the other left alone. Then a language model's: the same
+flow through its own trigger, benchmarked on the cpu pool, and re-quantized by the sweep
+when its fresh text drifted."""
 
 from __future__ import annotations
 
@@ -45,10 +47,10 @@ def live(stack, monkeypatch, tmp_path):
             copy_logs(stack, tmp_path / "logs")
 
 
-def _quantize_runs(client) -> list:
+def _quantize_runs(client, deployment: str = "quantize-model") -> list:
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
-    return client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["quantize-model"])))
+    return client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])))
 
 
 def _wait_for(predicate, seconds: float, what: str, stack: Stack):
@@ -76,7 +78,8 @@ def _task_states(client, run_id) -> dict[str, str]:
 
 
 def _register(digits, name: str, stack: Stack) -> str:
-    from quantmill.tracking import register_source_model, tag_model_version
+    from quantmill.models import register_source_model
+    from quantmill.tracking.registry import tag_model_version
 
     version = register_source_model(digits.model, name)
     for key, value in {"quantmill.task": "classification", "quantmill.calibration_data": str(digits.calibration),
@@ -91,8 +94,9 @@ def test_registry_to_production_and_the_monthly_sweep(live, digits, tmp_path):
 
     from quantmill.registry_events import REQUESTED
     from quantmill.storage import S3Location, s3_client
-    from quantmill.tracking import client as mlflow_client
-    from quantmill.tracking import ensure_registry_webhook, model_version_tags, tag_model_version
+    from quantmill.tracking.client import client as mlflow_client
+    from quantmill.tracking.registry import model_version_tags, tag_model_version
+    from quantmill.tracking.webhooks import ensure_registry_webhook
 
     stack = live
     ensure_registry_webhook(stack.webhook_url, SECRET, ("model_version.created", "model_version_tag.set"))
@@ -179,6 +183,60 @@ def test_registry_to_production_and_the_monthly_sweep(live, digits, tmp_path):
         assert found["digits-b-quantized"]["drift"]["drifted"] and found["digits-b-quantized"]["requantized"]
         assert found["digits-b-quantized"]["drift"]["ks_statistic"] > 0.3
         assert found["digits-b-quantized"]["gate_status"] in ("passed", "manual_review")
+
+
+def test_a_language_model_through_its_trigger_the_cpu_pool_and_the_sweep(live, tiny_llama, tmp_path):
+    import shutil
+    import sys
+
+    import mlflow
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from quantmill.models import register_source_model
+    from quantmill.tracking.client import client as mlflow_client
+    from quantmill.tracking.registry import tag_model_version
+    from quantmill.tracking.webhooks import ensure_registry_webhook
+
+    stack = live
+    ensure_registry_webhook(stack.webhook_url, SECRET, ("model_version.created", "model_version_tag.set"))
+    registry = mlflow_client()
+    with get_client(sync_client=True) as prefect:
+        version = register_source_model(tiny_llama.model_dir, "tiny-llama")
+        for key, value in {"quantmill.task": "language-modeling", "quantmill.calibration_data": str(tiny_llama.train_text),
+                           "quantmill.eval_data": str(tiny_llama.heldout_text), "quantmill.max_ppl_increase": "5"}.items():
+            tag_model_version("tiny-llama", version, key, value)
+        runs = _wait_for(lambda: _quantize_runs(prefect, "quantize-language-model"), 120, "a language-model run", stack)
+        done = _wait_for(lambda: _finished(prefect, runs[0].id), 900, "the language-model run finishing", stack)
+        assert done.state.is_completed(), done.state.message
+        report = done.state.result()
+        assert report["task"] == "language-modeling" and report["model"]["source_format"] == "hf-causal-lm"
+        assert report["budget"] == {"value": 5.0, "unit": "% perplexity increase", "parameter": "max_ppl_increase"}
+        assert [t["target"] for t in report["targets"]] == ["cpu"] and report["targets"][0]["status"] == "measured"
+        assert "llama.cpp" in report["targets"][0]["hardware"]
+        run_id = report["mlflow"]["run_id"]
+        assert [a.path for a in registry.list_artifacts(run_id, "calibration")] == ["calibration/calibration_sample.npz"]
+        assert registry.get_run(run_id).data.params["budget_unit"] == "% perplexity increase"
+        if report["gate"]["status"] == "passed":
+            quantized = report["mlflow"]["version"]
+        else:
+            # At 5.5M parameters decode speed is within noise; a reviewer who accepts a
+            # manual_review result registers the run's chosen artifact, as from MLflow's UI.
+            assert report["gate"]["status"] == "manual_review", report["gate"]
+            quantized = mlflow.register_model(f"runs:/{run_id}/chosen_artifact", "tiny-llama-quantized").version
+
+        # The sweep: the model's fresh text is English legal prose, not Python.
+        prose = tmp_path / "recent.txt"
+        shutil.copy(Path(sys.base_prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "LICENSE.txt", prose)
+        registry.set_registered_model_alias("tiny-llama-quantized", "production-lm", str(quantized))
+        tag_model_version("tiny-llama-quantized", str(quantized), "quantmill.recent_data", str(prose))
+        sweep = run_deployment("recalibration-sweep/recalibration-sweep",
+                               parameters={"alias": "production-lm", "benchmark_on": None}, timeout=900)
+        assert sweep.state.is_completed(), sweep.state.message
+        (found,) = sweep.state.result()["versions"]
+        assert found["source_model"] == f"models:/tiny-llama/{version}"
+        assert found["drift"]["drifted"] and found["drift"]["worst_feature"] == "window_log_perplexity"
+        assert found["requantized"] and found["gate_status"] in ("passed", "manual_review", "failed")
 
 
 def _emit_again(event_id: str, parameters: dict, version: str) -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from flows.cli import EXIT_CODES, main
 from quantmill.hashing import sha256_file
-from quantmill.tracking import client, register_source_model
+from quantmill.models import register_source_model
+from quantmill.tracking.client import client
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -4,37 +4,90 @@ import pytest
 
 from quantmill.benchmark_table import TableRow, append_rows, load_table
 from quantmill.errors import QuantmillError
-from quantmill.formats import select_formats
+from quantmill.formats import FORMATS, baseline_for, get_format, offered, select_formats
+from quantmill.formats.awq import AwqOptions
+from quantmill.formats.gguf import GgufOptions
+from quantmill.formats.onnx import OnnxStaticOptions
+from quantmill.hardware import Hardware
+from quantmill.targets import TARGETS
+
+NO_VNNI = Hardware("cpu", "test cpu", 2, ("avx2",), "test runtime")
 
 
 def _row(fmt, drop, speedup, n=1, family="cnn"):
     return TableRow(family, "cpu", fmt, drop, 4.0, speedup, n, "test")
 
 
+def _select(table, family="cnn", kind="onnx", budget=1.0, target="cpu"):
+    return select_formats(kind, family, target, budget, "points", table)
+
+
 def test_within_budget_fastest_first_then_over_budget_then_fp16_last():
     table = (_row("onnx-int8-static", 2.5, 2.0), _row("onnx-int8-dynamic", 0.4, 1.3))
-    candidates = select_formats("cnn", "cpu", 1.0, table)
+    candidates = _select(table)
     assert [c.format for c in candidates] == ["onnx-int8-dynamic", "onnx-int8-static", "onnx-fp16"]
-    assert "within the 1-point budget" in candidates[0].reason
-    assert "over the 1-point budget" in candidates[1].reason
+    assert "within the budget of 1 points" in candidates[0].reason
+    assert "over the budget of 1 points" in candidates[1].reason
 
 
 def test_rows_for_one_format_are_averaged_by_measurement_count():
     table = (_row("onnx-int8-static", 0.0, 1.0, n=1), _row("onnx-int8-static", 3.0, 2.0, n=2))
-    first = select_formats("cnn", "cpu", 1.0, table)[0]
+    first = _select(table)[0]
     assert first.format == "onnx-int8-static"
-    assert "drop 2.00 pts over" in first.reason and "3 run(s)" in first.reason
+    assert "drop 2.00 points over" in first.reason and "3 run(s)" in first.reason
 
 
-def test_unknown_family_gets_the_conservative_choice_and_says_so():
-    candidates = select_formats("mlp", "cpu", 1.0, (_row("onnx-int8-static", 0.1, 2.0),))
+def test_unmeasured_family_gets_the_conservative_choice_and_says_so():
+    candidates = _select((_row("onnx-int8-static", 0.1, 2.0),), family="mlp")
     assert [c.format for c in candidates] == ["onnx-int8-dynamic", "onnx-fp16"]
     assert all("conservative" in c.reason for c in candidates)
+    language = select_formats("hf-causal-lm", "decoder-lm", "cpu", 5.0, "% perplexity increase", ())
+    assert [c.format for c in language] == ["gguf-q8_0"]
 
 
 def test_unknown_target_is_an_error():
-    with pytest.raises(QuantmillError, match="unknown target 'tpu'"):
-        select_formats("cnn", "tpu", 1.0, ())
+    with pytest.raises(QuantmillError, match="unknown target 'tpu'; known: cpu, gpu"):
+        _select((), target="tpu")
+
+
+def test_offered_honours_the_target():
+    assert {f.name for f in offered("onnx", "gpu")} == {"onnx-int8-static", "onnx-int8-dynamic", "onnx-fp16"}
+    assert {f.name for f in offered("hf-causal-lm", "cpu")} >= {"gguf-q4_k_m", "gguf-q8_0", "awq-w4a16"}
+    # No runtime the gpu target offers yet runs a language-model format: said, not faked.
+    assert offered("hf-causal-lm", "gpu") == ()
+    with pytest.raises(QuantmillError, match="no format quantmill makes for hf-causal-lm models runs on target 'gpu'"):
+        select_formats("hf-causal-lm", "decoder-lm", "gpu", 5.0, "%", ())
+
+
+def test_every_format_declares_what_the_pipeline_needs():
+    for fmt in FORMATS.values():
+        assert fmt.kinds and fmt.runtime and fmt.description
+        assert fmt.targets and set(fmt.targets) <= set(TARGETS)
+    for kind in ("onnx", "hf-encoder", "hf-causal-lm"):
+        assert not baseline_for(kind).candidate
+
+
+def test_escalation_ladders_are_data():
+    static = get_format("onnx-int8-static").ladder("why", NO_VNNI)
+    assert [s.options.calibration_method for s in static] == ["minmax", "entropy", "percentile"]
+    assert all(s.options.reduce_range for s in static)
+    gguf = get_format("gguf-q4_k_m").ladder("why", NO_VNNI)
+    assert [s.format for s in gguf][0] == "gguf-q4_k_m" and gguf[-1].format == "gguf-q8_0"
+    assert [s.options.scheme for s in gguf] == list(dict.fromkeys(s.options.scheme for s in gguf))
+    awq = get_format("awq-w4a16").ladder("why", NO_VNNI)
+    assert [s.options.group_size for s in awq] == [128, 64]
+    assert get_format("gguf-q8_0").ladder("why", NO_VNNI)[1:] == ()
+
+
+def test_options_are_validated_where_they_are_made():
+    with pytest.raises(ValueError, match="group_size 100"):
+        AwqOptions(group_size=100)
+    with pytest.raises(ValueError, match="scheme 'W3'"):
+        AwqOptions(scheme="W3")
+    with pytest.raises(ValueError, match="unknown GGUF scheme 'Q3_X'"):
+        GgufOptions("Q3_X")
+    with pytest.raises(ValueError, match="calibration_method 'mean'"):
+        OnnxStaticOptions(calibration_method="mean")
 
 
 def test_table_round_trip_and_the_shipped_table_loads(tmp_path):
@@ -42,5 +95,5 @@ def test_table_round_trip_and_the_shipped_table_loads(tmp_path):
     append_rows(tmp_path / "t.csv", rows)
     assert load_table(tmp_path) == rows
     shipped = load_table(Path(__file__).resolve().parents[2] / "benchmark_tables")
-    assert {r.family for r in shipped} >= {"cnn", "transformer-encoder"}
-    assert all(r.source for r in shipped)
+    assert {r.family for r in shipped} >= {"cnn", "transformer-encoder", "decoder-lm"}
+    assert all(r.source for r in shipped) and {r.format for r in shipped} <= set(FORMATS)

@@ -40,6 +40,7 @@ def test_one_version_and_configuration_is_one_event():
     assert first.event_id() != request_from_tags("m", "1", {**TAGS, "quantmill.max_accuracy_drop": "0.5"}).event_id()
     assert first.flow_parameters()["model"] == "models:/m/1"
     lm = request_from_tags("lm", "1", {**TAGS, "quantmill.task": "language-modeling", "quantmill.max_ppl_increase": "2"})
-    assert lm.flow_parameters()["max_ppl_increase"] == 2.0 and "task" not in lm.flow_parameters()
+    assert lm.flow_parameters()["max_ppl_increase"] == 2.0 and lm.flow_parameters()["task"] == "language-modeling"
+    assert "max_accuracy_drop" not in lm.flow_parameters()
     with pytest.raises(WebhookRejected, match="max_accuracy_drop"):
         request_from_tags("m", "1", {**TAGS, "quantmill.max_accuracy_drop": "half"})

@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from quantmill.lm_evaluation import compare
+from quantmill.errors import QuantmillError
+from quantmill.metrics import budget_for, compare_logits as compare
 
 
 def test_uniform_logits_have_perplexity_equal_to_the_vocabulary():
@@ -28,3 +29,12 @@ def test_a_case_worked_by_hand():
     assert result.secondary["mean_kl"] == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(2 / 3))
     # argmax of the uniform reference is token 0; the candidate's is token 1.
     assert result.secondary["top1_agreement"] == pytest.approx(0.0)
+
+
+def test_a_budget_carries_its_unit_and_is_never_converted():
+    assert budget_for("classification").describe() == "1 points"
+    assert budget_for("language-modeling", max_ppl_increase=2).unit == "% perplexity increase"
+    with pytest.raises(QuantmillError, match="language-modeling takes its budget as max_ppl_increase"):
+        budget_for("language-modeling", max_accuracy_drop=1.0)
+    with pytest.raises(QuantmillError, match="embedding takes its budget as max_accuracy_drop"):
+        budget_for("embedding", max_ppl_increase=1.0)

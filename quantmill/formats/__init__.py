@@ -1,0 +1,108 @@
+"""The format registry, and which formats to try first for a model on a target.
+
+A format is one module here (one class, possibly registered more than once); nothing
+outside this folder dispatches on a format's name or a file suffix.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from quantmill.benchmark_table import TableRow
+from quantmill.errors import QuantmillError
+from quantmill.formats import awq, gguf, onnx
+from quantmill.formats.base import CONSERVATIVE, FALLBACK, Format, Step
+from quantmill.targets import get_target
+
+FORMATS: dict[str, Format] = {f.name: f for module in (onnx, gguf, awq) for f in module.FORMATS}
+
+__all__ = ["FORMATS", "Candidate", "Format", "Step", "baseline_for", "get_format", "offered", "select_formats"]
+
+
+def get_format(name: str) -> Format:
+    """Return the format called name. Raises QuantmillError naming the known formats."""
+    if name not in FORMATS:
+        raise QuantmillError(f"unknown format {name!r}; known: {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def baseline_for(kind: str) -> Format:
+    """Return the full-precision format that the candidates for model kind are measured
+    against. Raises QuantmillError when no format declares itself kind's baseline."""
+    found = [f for f in FORMATS.values() if not f.candidate and kind in f.kinds]
+    if not found:
+        raise QuantmillError(f"no baseline format for {kind} models")
+    return found[0]
+
+
+def offered(kind: str, target: str) -> tuple[Format, ...]:
+    """Return the candidate formats for model kind on target: those applying to the kind
+    whose runtime the target offers. Raises QuantmillError for an unknown target."""
+    runtimes = get_target(target).runtimes
+    return tuple(f for f in FORMATS.values() if f.candidate and kind in f.kinds and f.runtime in runtimes)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A format to try, in order, with the sentence that says why."""
+
+    format: str
+    reason: str
+
+
+def select_formats(
+    kind: str, family: str, target: str, budget: float, unit: str, table: tuple[TableRow, ...]
+) -> tuple[Candidate, ...]:
+    """Return the ordered candidates for a model of kind and family on target within budget
+    (in unit, the unit of the table's drops for this family).
+
+    Measured formats within budget come first, fastest first; measured formats over budget
+    follow (escalation may bring them in); the fallback closes the list. With nothing
+    measured, the formats with no calibration risk, then the fallback. Raises
+    QuantmillError for an unknown target or one no format runs on for this kind.
+    """
+    formats = offered(kind, target)
+    if not formats:
+        raise QuantmillError(f"no format quantmill makes for {kind} models runs on target {target!r}")
+    names = {f.name for f in formats}
+    fallback = next((f.name for f in formats if f.safety == FALLBACK), formats[-1].name)
+    measured = _aggregate(r for r in table if r.family == family and r.hardware == target and r.format in names)
+    if not measured:
+        conservative = [f.name for f in formats if f.safety == CONSERVATIVE] + [fallback]
+        return tuple(
+            Candidate(name, f"no measured rows for {family} on {target}: conservative choice "
+                            f"({'last resort' if name == fallback else 'no calibration risk'})")
+            for name in conservative
+        )
+    within = sorted((r for r in measured if r.accuracy_drop <= budget), key=lambda r: -r.speedup)
+    over = sorted((r for r in measured if r.accuracy_drop > budget), key=lambda r: r.accuracy_drop)
+    candidates = [Candidate(r.format, _why(r, budget, unit, True)) for r in within]
+    candidates += [Candidate(r.format, _why(r, budget, unit, False)) for r in over]
+    if fallback not in {c.format for c in candidates}:
+        candidates.append(Candidate(fallback, f"not measured for {family} on {target}; last resort"))
+    return tuple(candidates)
+
+
+def _why(row: TableRow, budget: float, unit: str, within: bool) -> str:
+    verdict = f"within the budget of {budget:g} {unit}" if within else f"over the budget of {budget:g} {unit}, tried after those within"
+    return (
+        f"measured drop {row.accuracy_drop:.2f} {unit} {verdict}; {row.speedup:.2f}x throughput, "
+        f"{row.compression:.2f}x smaller over {row.n_measurements} run(s) ({row.source})"
+    )
+
+
+def _aggregate(rows) -> list[TableRow]:
+    groups: dict[tuple[str, str, str], list[TableRow]] = defaultdict(list)
+    for row in rows:
+        groups[(row.family, row.hardware, row.format)].append(row)
+    merged = []
+    for (family, hardware, name), group in groups.items():
+        n = sum(r.n_measurements for r in group)
+
+        def mean(attr: str) -> float:
+            return sum(getattr(r, attr) * r.n_measurements for r in group) / n
+
+        sources = "; ".join(sorted({r.source for r in group}))
+        merged.append(TableRow(family, hardware, name, mean("accuracy_drop"), mean("compression"), mean("speedup"), n, sources))
+    return merged

@@ -1,0 +1,157 @@
+"""GGUF for llama.cpp: llama.cpp's own converter (Hugging Face directory -> F16 GGUF, made
+once per model and shared by every scheme) and its own quantizer (llama_model_quantize,
+through llama-cpp-python). One class, registered once per scheme; a miss escalates to the
+next scheme up.
+
+The converter script is not installed by any wheel: `make` unpacks it, with the gguf-py it
+was written against, from the llama-cpp-python source distribution pinned in
+constraints.txt, so converter and quantizer come from one llama.cpp tree.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from quantmill.atomic import atomic_file
+from quantmill.data import Dataset
+from quantmill.errors import FormatUnavailable
+from quantmill.formats.base import FALLBACK, Format, Step
+from quantmill.hardware import Hardware
+from quantmill.models.base import Model
+
+# ftype numbers from llama.h (LLAMA_FTYPE_MOSTLY_*), smallest scheme first: the ladder.
+FTYPES = {"Q4_K_M": 15, "Q8_0": 7}
+CONVERTER_ENV = "QUANTMILL_LLAMA_CPP_SRC"
+
+
+@dataclass(frozen=True)
+class GgufOptions:
+    """A llama.cpp quantization scheme."""
+
+    scheme: str
+
+    def __post_init__(self) -> None:
+        if self.scheme not in FTYPES:
+            raise ValueError(f"unknown GGUF scheme {self.scheme!r}; known: {', '.join(FTYPES)}")
+
+    def describe(self) -> str:
+        """Return the scheme."""
+        return self.scheme
+
+
+def llama_cpp_source() -> Path:
+    """Return the llama.cpp source tree holding convert_hf_to_gguf.py and gguf-py.
+
+    Raises FormatUnavailable when it has not been unpacked (see the Makefile).
+    """
+    root = Path(os.environ.get(CONVERTER_ENV, Path(__file__).resolve().parents[2] / ".quantmill" / "llama.cpp"))
+    if not (root / "convert_hf_to_gguf.py").is_file():
+        raise FormatUnavailable(f"llama.cpp's converter is not at {root}/convert_hf_to_gguf.py (run `make llama-src`)")
+    return root
+
+
+def convert_to_gguf(model_dir: Path, out_path: Path) -> Path:
+    """Convert the Hugging Face directory model_dir to an F16 GGUF at out_path (atomically).
+
+    Raises FormatUnavailable without the converter; RuntimeError with the converter's last
+    error line when it fails.
+    """
+    source = llama_cpp_source()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source / "gguf-py"), os.environ.get("PYTHONPATH", "")])}
+    with atomic_file(out_path) as tmp:
+        done = subprocess.run(
+            [sys.executable, str(source / "convert_hf_to_gguf.py"), str(model_dir), "--outfile", str(tmp), "--outtype", "f16"],
+            capture_output=True, text=True, env=env, check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"convert_hf_to_gguf.py failed on {model_dir}: {_last_line(done.stderr)}")
+    return out_path
+
+
+def quantize_gguf(f16_path: Path, out_path: Path, scheme: str) -> Path:
+    """Quantize the GGUF at f16_path to scheme at out_path with llama.cpp's quantizer;
+    return out_path. Raises FormatUnavailable without llama-cpp-python, ValueError for an
+    unknown scheme, RuntimeError when llama.cpp reports failure."""
+    if scheme not in FTYPES:
+        raise ValueError(f"unknown GGUF scheme {scheme!r}; known: {', '.join(FTYPES)}")
+    try:
+        import llama_cpp
+    except ImportError as err:
+        raise FormatUnavailable(f"llama-cpp-python is not installed ({err})") from None
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = FTYPES[scheme]
+    params.nthread = os.cpu_count() or 1
+    with atomic_file(out_path) as tmp:
+        status = llama_cpp.llama_model_quantize(str(f16_path).encode(), str(tmp).encode(), ctypes.byref(params))
+        if status != 0:
+            raise RuntimeError(f"llama_model_quantize({f16_path}, {scheme}) returned {status}")
+    return out_path
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:400] if lines else "no output"
+
+
+class _GgufFormat(Format):
+    kinds = ("hf-causal-lm",)
+    runtime = "llama.cpp"
+
+    def output_path(self, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
+        """Return the content-named .gguf path in workdir."""
+        return super().output_path(model, options, calibration, workdir).with_suffix(".gguf")
+
+    def prepare(self, model: Model, workdir: Path) -> Path:
+        """Return the F16 GGUF of model in workdir, converting it on first use."""
+        f16 = workdir / "model-f16.gguf"
+        return f16 if f16.exists() else convert_to_gguf(model.path, f16)
+
+
+class GgufF16(_GgufFormat):
+    """The F16 GGUF llama.cpp's converter makes: the baseline every GGUF is measured against."""
+
+    name = "gguf-f16"
+    description = "GGUF F16 (the baseline)"
+    candidate = False
+
+    def quantize(self, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
+        """Return the F16 GGUF (prepare)."""
+        return self.prepare(model, workdir)
+
+
+class Gguf(_GgufFormat):
+    """GGUF at one llama.cpp scheme."""
+
+    def __init__(self, scheme: str, description: str, safety: str | None = None) -> None:
+        self.scheme = scheme
+        self.name = f"gguf-{scheme.lower()}"
+        self.description = f"GGUF {scheme}: {description}"
+        self.safety = safety
+
+    def default_options(self, hardware: Hardware) -> GgufOptions:
+        """Return this scheme."""
+        return GgufOptions(self.scheme)
+
+    def ladder(self, reason: str, hardware: Hardware) -> tuple[Step, ...]:
+        """Return this scheme, then each larger scheme in turn."""
+        schemes = list(FTYPES)
+        up = schemes[schemes.index(self.scheme) + 1:]
+        return (Step(self.name, GgufOptions(self.scheme), f"candidate: {reason}"),) + tuple(
+            Step(f"gguf-{s.lower()}", GgufOptions(s), f"missed the budget; next scheme up: {s}") for s in up
+        )
+
+    def quantize(self, model: Model, options: GgufOptions, calibration: Dataset | None, workdir: Path) -> Path:
+        """Write the GGUF quantized to options.scheme from the shared F16 GGUF."""
+        return quantize_gguf(self.prepare(model, workdir), self.output_path(model, options, calibration, workdir), options.scheme)
+
+
+FORMATS = (
+    GgufF16(),
+    Gguf("Q4_K_M", "4-bit k-quants, 6-bit for sensitive tensors"),
+    Gguf("Q8_0", "8-bit blocks of 32 weights", FALLBACK),
+)

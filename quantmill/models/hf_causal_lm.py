@@ -1,0 +1,161 @@
+"""Hugging Face causal language models: a directory (config.json naming a *ForCausalLM
+architecture, safetensors weights, a tokenizer) or a transformers-flavor MLflow model. Its
+data is plain text, cut into token windows by the model's own tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from quantmill.calibration import CalibrationPolicy
+from quantmill.data import Dataset, read_npz
+from quantmill.errors import InputError
+from quantmill.hashing import sha256_file, sha256_files
+from quantmill.metrics import window_log_perplexity
+from quantmill.models.base import Model, ModelKind
+from quantmill.tracking.registry import transformers_weights_dir
+
+WINDOW = 128
+WINDOWS = 32
+# No tokenizer here averages more than this many characters per token, so a prefix this
+# long per wanted token is enough text to tokenize.
+_CHARS_PER_TOKEN = 16
+
+
+def token_windows(model_dir: Path, text_path: Path, windows: int, window: int = WINDOW) -> np.ndarray:
+    """Return up to `windows` consecutive windows of window+1 token ids of text_path,
+    tokenized with model_dir's own tokenizer, each starting with BOS."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    text = text_path.read_text(encoding="utf-8")[: windows * window * _CHARS_PER_TOKEN]
+    ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+    count = min(windows, len(ids) // window)
+    rows = [np.concatenate([[tokenizer.bos_token_id], ids[i * window:(i + 1) * window]]) for i in range(count)]
+    return np.stack(rows) if rows else np.zeros((0, window + 1), dtype=np.int64)
+
+
+def text_dataset(model_dir: Path, text_path: Path, windows: int = WINDOWS) -> Dataset:
+    """Return text_path's token windows as a Dataset (input `input_ids`), identified by the
+    sha256 of the file. Raises InputError for a missing file or too little text."""
+    if not text_path.is_file():
+        raise InputError(text_path, "no such file")
+    try:
+        rows = token_windows(model_dir, text_path, windows)
+    except UnicodeDecodeError:
+        raise InputError(text_path, "not UTF-8 text") from None
+    if len(rows) == 0:
+        raise InputError(text_path, f"too little text: fewer than {WINDOW + 1} tokens")
+    return Dataset(text_path, sha256_file(text_path), {"input_ids": rows})
+
+
+def log_transformers(path: Path, name: str, auto_class, task: str):
+    """Log the Hugging Face directory path with MLflow's transformers flavor (model loaded
+    by auto_class from safetensors, with its tokenizer), registered as name."""
+    from importlib.metadata import version as installed
+
+    import mlflow
+    from transformers import AutoTokenizer
+
+    components = {
+        "model": auto_class.from_pretrained(path, use_safetensors=True, trust_remote_code=False),
+        "tokenizer": AutoTokenizer.from_pretrained(path, trust_remote_code=False),
+    }
+    # Stated outright: MLflow's inference of requirements imports torchvision, which these
+    # models do not need.
+    requirements = [f"{pkg}=={installed(pkg)}" for pkg in ("torch", "transformers", "tokenizers")]
+    return mlflow.transformers.log_model(components, name="model", task=task, registered_model_name=name,
+                                         pip_requirements=requirements)
+
+
+def _architectures(path: Path) -> list[str]:
+    try:
+        return json.loads((path / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return []
+
+
+class HfCausalLmKind(ModelKind):
+    """A decoder language model, quantized from its safetensors directory."""
+
+    name = "hf-causal-lm"
+    tasks = ("language-modeling",)
+    flavor = "transformers"
+    reference_runtime = "transformers"
+    policy = CalibrationPolicy(min_samples=8, recommended_samples=16)
+
+    def recognizes(self, path: Path) -> bool:
+        """Return whether path is a folder whose config names a causal LM architecture."""
+        return path.is_dir() and any(a.endswith("ForCausalLM") for a in _architectures(path))
+
+    def resolve(self, path: Path, uri: str, name: str, version: str | None, workdir: Path) -> Model:
+        """Return the Model of the causal LM directory at path.
+
+        Raises InputError when the directory is missing, is not a causal LM, has no
+        safetensors weights (pickles are never loaded) or no tokenizer.
+        """
+        if not path.is_dir():
+            raise InputError(path, "no such directory (a language model is a Hugging Face directory)")
+        config_path = path / "config.json"
+        if not config_path.is_file():
+            raise InputError(path, "not a Hugging Face model directory (no config.json)")
+        architectures = _architectures(path)
+        if not any(a.endswith("ForCausalLM") for a in architectures):
+            raise InputError(config_path, f"not a causal language model (architectures: {architectures or 'none'})")
+        weights = sorted(path.glob("*.safetensors"))
+        if not weights:
+            raise InputError(path, "no safetensors weights (pickles are never loaded)")
+        if not any((path / file).is_file() for file in ("tokenizer.json", "tokenizer.model")):
+            raise InputError(path, "no tokenizer (tokenizer.json or tokenizer.model)")
+        return Model(uri, name, version, self.name, path, sha256_files(weights, path), "decoder-lm",
+                     _parameters(weights), sum(w.stat().st_size for w in weights), tokenizer_dir=path)
+
+    def from_registry(self, local: Path, flavors: dict, uri: str, name: str, version: str, workdir: Path) -> Model:
+        """Return the Model of a downloaded transformers-flavor causal LM."""
+        return self.resolve(transformers_weights_dir(local), uri, name, version, workdir)
+
+    def load_data(self, model: Model, path: Path) -> Dataset:
+        """Return the text file's token windows (text_dataset)."""
+        return text_dataset(model.path, path)
+
+    def load_samples(self, model: Model, path: Path) -> Dataset:
+        """Return the token windows that data.save_samples wrote."""
+        arrays = read_npz(path)
+        if "input_ids" not in arrays:
+            raise InputError(path, "no array named 'input_ids' (token windows)")
+        return Dataset(path, sha256_file(path), {"input_ids": arrays["input_ids"]})
+
+    def features(self, model: Model, dataset: Dataset) -> dict[str, np.ndarray]:
+        """Return each window's log-perplexity under the full-precision model.
+
+        Why this and not statistics of token ids: an id's value is an arbitrary position in
+        the vocabulary, while how surprising a window is to the model itself is what
+        calibration and quantization error depend on; text that drifted (another language,
+        another code base, another domain) shows as a shift in this distribution.
+        """
+        from quantmill.runtimes.transformers import logits
+
+        windows = dataset.inputs["input_ids"]
+        return {"window_log_perplexity": window_log_perplexity(logits(model.path, windows), windows)}
+
+    def log_source(self, path: Path, name: str):
+        """Log the causal LM with MLflow's transformers flavor and its tokenizer, registered as name."""
+        from transformers import AutoModelForCausalLM
+
+        return log_transformers(path, name, AutoModelForCausalLM, "text-generation")
+
+
+def _parameters(weights: list[Path]) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for file in weights:
+        with safe_open(str(file), framework="numpy") as handle:
+            for key in handle.keys():
+                count = 1
+                for dim in handle.get_slice(key).get_shape():
+                    count *= dim
+                total += count
+    return total

@@ -1,0 +1,93 @@
+"""PyTorch through transformers: a safetensors checkpoint's logits on token windows (the
+evaluation runner, and the full-precision reference) and its prompt and decode speed.
+
+Run as `python -m quantmill.runtimes.transformers MODEL PROMPT_TOKENS DECODE_TOKENS` it
+prints one JSON object with the measurements of one model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+from quantmill.data import Dataset
+from quantmill.measure import peak_rss_bytes
+from quantmill.runtimes.decode import PROMPT_TOKENS, LMBenchmark, benchmark_in_workers
+
+DECODE_TOKENS = 64
+
+
+def logits(model_dir: Path, windows: np.ndarray) -> np.ndarray:
+    """Return float32 logits [windows, positions, vocab] of the safetensors model in model_dir."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False).eval()
+    with torch.no_grad():
+        return np.stack([model(input_ids=torch.from_numpy(w[None, :-1])).logits[0].float().numpy() for w in windows])
+
+
+class Transformers:
+    """transformers with PyTorch on this worker's CPU."""
+
+    name = "transformers"
+    measurement = LMBenchmark
+
+    def unavailable(self, target: str) -> str | None:
+        """Return why transformers cannot run on target here, or None."""
+        if target != "cpu":
+            return f"quantmill runs transformers checkpoints on the CPU only so far, not on {target!r}"
+        return None
+
+    def describe(self, target: str) -> str:
+        """Return e.g. 'transformers 5.17.0 (torch 2.13.0)'."""
+        return f"transformers {version('transformers')} (torch {version('torch')})"
+
+    def outputs(self, path: Path, dataset: Dataset) -> np.ndarray:
+        """Return the logits on dataset's token windows."""
+        return logits(path, dataset.inputs["input_ids"])
+
+    def benchmark(self, models: dict[str, Path], data: Dataset, target: str, seconds: float) -> dict[str, LMBenchmark]:
+        """Return an LMBenchmark per labelled checkpoint folder, each in a fresh process."""
+        return benchmark_in_workers(__name__, models, PROMPT_TOKENS, DECODE_TOKENS)
+
+
+def _measure(path: Path, prompt_tokens: int, decode_tokens: int) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    start = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False).eval()
+    load_ms = 1e3 * (time.perf_counter() - start)
+    embedding = model.get_input_embeddings().weight
+    # Weights as they sit in memory after loading (compressed checkpoints are decompressed),
+    # less the embedding table, of which one row is read per token.
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    per_token = weight_bytes - embedding.numel() * embedding.element_size() + embedding.shape[1] * embedding.element_size()
+    rng = np.random.default_rng(0)
+    prompt = torch.from_numpy(rng.integers(3, embedding.shape[0], (1, prompt_tokens)))
+    with torch.no_grad():
+        model(input_ids=prompt[:, :8])
+        start = time.perf_counter()
+        past = model(input_ids=prompt, use_cache=True).past_key_values
+        prompt_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for token in rng.integers(3, embedding.shape[0], decode_tokens):
+            past = model(input_ids=torch.tensor([[int(token)]]), past_key_values=past, use_cache=True).past_key_values
+        decode_s = time.perf_counter() - start
+    return {
+        "load_ms": load_ms, "prompt_tokens_per_s": prompt_tokens / prompt_s,
+        "decode_tokens_per_s": decode_tokens / decode_s, "peak_rss_bytes": peak_rss_bytes(),
+        "size_bytes": sum(f.stat().st_size for f in path.rglob("*") if f.is_file()), "bytes_per_token": per_token,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(_measure(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))))

@@ -1,0 +1,110 @@
+"""Recording one quantization run in MLflow: its parameters, metrics, report and samples,
+and registering the artifact that passed its gate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from quantmill.tracking.client import client
+
+CALIBRATION_SAMPLE = "calibration/calibration_sample.npz"
+CHOSEN_ARTIFACT = "chosen_artifact"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A recorded run, and the registered quantized model: name, version and alias."""
+
+    run_id: str
+    registered_model: str | None
+    version: str | None
+    alias: str | None
+
+
+# Given the registered model's name and the URI of the logged chosen_artifact folder, log and
+# register the artifact inside the active run and return the new version (a format's hook).
+Register = Callable[[str, str], str]
+
+
+def record_run(
+    report: dict, report_path: Path, artifact_dir: Path | None, register_as: str | None, alias: str | None,
+    register: Register | None = None, calibration_sample: Path | None = None,
+) -> Registration:
+    """Log report's params, metrics and files as one MLflow run, with the calibration
+    samples used (CALIBRATION_SAMPLE, which the recalibration sweep compares fresh data
+    with); when register_as is given, register the artifact in artifact_dir as a new version
+    of that model through register, with tags and the alias. Returns what was recorded.
+    MLflow's errors pass through."""
+    import mlflow
+
+    registry = client()
+    model = report["model"]
+    budget = report["budget"]
+    with mlflow.start_run(run_name=f"{model['name']}-v{model['version'] or 'file'}") as run:
+        mlflow.log_params(_params(report))
+        mlflow.log_metrics(_metrics(report))
+        mlflow.set_tags({
+            "quantmill.gate": report["gate"]["status"], "quantmill.source_sha256": model["sha256"],
+            "quantmill.source_model": model["name"], "quantmill.source_version": str(model["version"]),
+            "quantmill.budget": f"{budget['value']:g} {budget['unit']}",
+        })
+        mlflow.log_artifact(str(report_path))
+        if calibration_sample is not None:
+            mlflow.log_artifact(str(calibration_sample), artifact_path=str(Path(CALIBRATION_SAMPLE).parent))
+        if artifact_dir is not None:
+            mlflow.log_artifacts(str(artifact_dir), artifact_path=CHOSEN_ARTIFACT)
+        if register_as is None or register is None:
+            return Registration(run.info.run_id, None, None, None)
+        chosen = next(a for a in report["attempts"] if a["index"] == report["gate"]["chosen_attempt"])
+        version = register(register_as, mlflow.get_artifact_uri(CHOSEN_ARTIFACT))
+    for key, value in {
+        "source_model": model["name"], "source_version": str(model["version"]), "source_sha256": model["sha256"],
+        "task": report["task"], "format": chosen["format"], "gate_status": report["gate"]["status"],
+        "accuracy_drop": f"{chosen['accuracy_drop']:.4f}", "budget_unit": budget["unit"],
+        "artifact_sha256": chosen["sha256"],
+    }.items():
+        registry.set_model_version_tag(register_as, version, key, value)
+    if alias:
+        registry.set_registered_model_alias(register_as, alias, version)
+    return Registration(run.info.run_id, register_as, version, alias)
+
+
+def _params(report: dict) -> dict[str, str]:
+    cal = report["calibration"]
+    return {
+        "model_uri": report["model"]["uri"], "model_sha256": report["model"]["sha256"],
+        "model_kind": report["model"]["source_format"],
+        "family": report["model"]["family"], "task": report["task"], "target": report["target"],
+        "budget": str(report["budget"]["value"]), "budget_unit": report["budget"]["unit"],
+        "hardware": report["hardware"]["description"][:500],
+        "calibration_sha256": cal["data_sha256"], "evaluation_sha256": report["evaluation_data"]["sha256"],
+        "candidates": ",".join(c["format"] for c in report["candidates"]),
+    }
+
+
+def _metrics(report: dict) -> dict[str, float]:
+    cal = report["calibration"]
+    metrics = {
+        "calibration.ks_statistic": cal["ks_statistic"], "calibration.ks_pvalue": cal["ks_pvalue"],
+        "calibration.in_range_fraction": cal["in_range_fraction"],
+    }
+    metrics |= _numbers("baseline", report["baseline"]["benchmark"] or {})
+    for a in report["attempts"]:
+        prefix = f"attempt{a['index']}"
+        metrics |= {f"{prefix}.quantized_metric": a["quantized_metric"], f"{prefix}.accuracy_drop": a["accuracy_drop"],
+                    f"{prefix}.size_bytes": a["size_bytes"]}
+        metrics |= _numbers(prefix, a["benchmark"] or {})
+    return metrics
+
+
+def _numbers(prefix: str, values: dict) -> dict[str, float]:
+    found = {}
+    for key, value in values.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, dict):
+            found |= _numbers(name, value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            found[name] = float(value)
+    return found
