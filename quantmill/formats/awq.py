@@ -71,7 +71,6 @@ class Awq(Format):
         from datasets import Dataset as HfDataset
         from llmcompressor import oneshot
         from llmcompressor.modifiers.awq import AWQModifier
-        from llmcompressor.modifiers.quantization import QuantizationScheme
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if calibration is None:
@@ -81,7 +80,7 @@ class Awq(Format):
         rows = [{"input_ids": row.tolist(), "attention_mask": [1] * len(row)} for row in windows]
         loaded = AutoModelForCausalLM.from_pretrained(model.path, dtype=torch.float32, use_safetensors=True,
                                                       trust_remote_code=False)
-        recipe = AWQModifier(ignore=list(options.ignore), config_groups={"group_0": _scheme(options, QuantizationScheme)})
+        recipe = AWQModifier(ignore=list(options.ignore), config_groups={"group_0": _scheme(options)})
         with _without_pinning():
             oneshot(model=loaded, dataset=HfDataset.from_list(rows), recipe=[recipe],
                     max_seq_length=windows.shape[1], num_calibration_samples=len(rows))
@@ -98,12 +97,14 @@ class Awq(Format):
         return out_dir
 
 
-def _scheme(options: AwqOptions, scheme_type):
-    from compressed_tensors.quantization import preset_name_to_scheme
+def _scheme(options: AwqOptions):
+    # llm-compressor's presets fix the group size at 128; the preset's weight arguments with
+    # the asked-for group size make the same scheme at another granularity.
+    from compressed_tensors.quantization import QuantizationScheme, preset_name_to_scheme
 
     preset = preset_name_to_scheme(options.scheme, ["Linear"])
     weights = preset.weights.model_copy(update={"group_size": options.group_size})
-    return scheme_type(targets=["Linear"], weights=weights, input_activations=preset.input_activations)
+    return QuantizationScheme(targets=["Linear"], weights=weights, input_activations=preset.input_activations)
 
 
 @contextlib.contextmanager

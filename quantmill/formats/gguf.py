@@ -27,6 +27,7 @@ from quantmill.models.base import Model
 # ftype numbers from llama.h (LLAMA_FTYPE_MOSTLY_*), smallest scheme first: the ladder.
 FTYPES = {"Q4_K_M": 15, "Q8_0": 7}
 CONVERTER_ENV = "QUANTMILL_LLAMA_CPP_SRC"
+F16_FILE = "model-f16.gguf"
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class _GgufFormat(Format):
 
     def prepare(self, model: Model, workdir: Path) -> Path:
         """Return the F16 GGUF of model in workdir, converting it on first use."""
-        f16 = workdir / "model-f16.gguf"
+        f16 = workdir / F16_FILE
         return f16 if f16.exists() else convert_to_gguf(model.path, f16)
 
 
@@ -118,6 +119,10 @@ class GgufF16(_GgufFormat):
     name = "gguf-f16"
     description = "GGUF F16 (the baseline)"
     candidate = False
+
+    def output_path(self, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
+        """Return where prepare keeps the F16 GGUF."""
+        return workdir / F16_FILE
 
     def quantize(self, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
         """Return the F16 GGUF (prepare)."""

@@ -108,6 +108,10 @@ class OnnxFp32(_OnnxFormat):
     description = "FP32 graph (the baseline)"
     candidate = False
 
+    def output_path(self, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
+        """Return the model's own graph."""
+        return model.path
+
     def quantize(self, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
         """Return the model's own graph."""
         return model.path

@@ -123,7 +123,7 @@ def test_text_drift_is_measured_on_per_window_perplexity(tiny_llama, llama_model
     assert set(stored) == {"window_log_perplexity"}
     stable, drifted = measure_drift(stored, same), measure_drift(stored, other)
     assert not stable.drifted, stable
-    assert drifted.drifted and drifted.ks_statistic > 0.9, drifted
+    assert drifted.drifted and drifted.ks_statistic > 0.5, drifted
 
 
 def test_parallel_llama_cpp_loads_leave_stdout_working(tiny_llama, llama_model, tmp_path, capfd):
