@@ -25,7 +25,7 @@ from quantmill.hardware import Hardware
 from quantmill.models.base import Model
 
 # ftype numbers from llama.h (LLAMA_FTYPE_MOSTLY_*), smallest scheme first: the ladder.
-FTYPES = {"Q4_K_M": 15, "Q8_0": 7}
+FTYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18, "Q8_0": 7}
 CONVERTER_ENV = "QUANTMILL_LLAMA_CPP_SRC"
 F16_FILE = "model-f16.gguf"
 
@@ -158,5 +158,7 @@ class Gguf(_GgufFormat):
 FORMATS = (
     GgufF16(),
     Gguf("Q4_K_M", "4-bit k-quants, 6-bit for sensitive tensors"),
+    Gguf("Q5_K_M", "5-bit k-quants, 6-bit for sensitive tensors"),
+    Gguf("Q6_K", "6-bit k-quants"),
     Gguf("Q8_0", "8-bit blocks of 32 weights", FALLBACK),
 )

@@ -67,7 +67,7 @@ def test_a_missed_budget_climbs_the_gguf_ladder_each_rung_measured(tiny_llama, t
     assert report["budget"] == {"value": -50.0, "unit": "% perplexity increase", "parameter": "max_ppl_increase"}
     assert [c["format"] for c in report["candidates"]] == ["gguf-q4_k_m", "gguf-q8_0"]
     gguf = [a for a in report["attempts"] if a["format"].startswith("gguf-")]
-    assert [a["options"]["scheme"] for a in gguf] == ["Q4_K_M", "Q8_0"]
+    assert [a["options"]["scheme"] for a in gguf] == ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0"]
     assert all("next scheme up" in a["reason"] for a in gguf[1:])
     sizes = [a["size_bytes"] for a in gguf]
     assert sizes == sorted(sizes), "each rung up is larger"
@@ -94,7 +94,7 @@ def test_a_failing_step_is_recorded_and_the_ladder_goes_on(tiny_llama, tmp_path,
     assert [f["format"] for f in report["failures"]] == ["gguf-q4_k_m"]
     assert "returned" in report["failures"][0]["reason"]
     first = report["attempts"][0]
-    assert first["format"] == "gguf-q8_0" and first["within_budget"]
+    assert first["format"] == "gguf-q5_k_m" and first["within_budget"]
     assert report["gate"]["chosen_attempt"] == first["index"]
     assert not any("q4_k_m" in p.name for p in (out / "attempts").iterdir())
 

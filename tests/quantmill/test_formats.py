@@ -72,8 +72,8 @@ def test_escalation_ladders_are_data():
     assert [s.options.calibration_method for s in static] == ["minmax", "entropy", "percentile"]
     assert all(s.options.reduce_range for s in static)
     gguf = get_format("gguf-q4_k_m").ladder("why", NO_VNNI)
-    assert [s.format for s in gguf][0] == "gguf-q4_k_m" and gguf[-1].format == "gguf-q8_0"
-    assert [s.options.scheme for s in gguf] == list(dict.fromkeys(s.options.scheme for s in gguf))
+    assert [s.format for s in gguf] == ["gguf-q4_k_m", "gguf-q5_k_m", "gguf-q6_k", "gguf-q8_0"]
+    assert all("next scheme up" in s.reason for s in gguf[1:])
     awq = get_format("awq-w4a16").ladder("why", NO_VNNI)
     assert [s.options.group_size for s in awq] == [128, 64]
     assert get_format("gguf-q8_0").ladder("why", NO_VNNI)[1:] == ()
