@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' constraints.txt)
 LLAMA_SRC     := .quantmill/llama.cpp
 
-.PHONY: demo test bench llama-src clean
+.PHONY: demo test test-orchestration bench llama-src clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,11 @@ demo: $(STAMP) llama-src
 	$(PY) -m flows.demo
 
 test: $(STAMP) llama-src
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not orchestration"
+
+# Against a Prefect server, workers, MLflow and S3 started on loopback (about 8 minutes).
+test-orchestration: $(STAMP) llama-src
+	$(PY) -m pytest -m orchestration
 
 bench: $(STAMP) llama-src
 	$(PY) benchmarks/onnx_cpu.py

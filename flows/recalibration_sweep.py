@@ -11,8 +11,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.quantize_model import quantize_model
-from quantmill.sweep import RECENT_DATA_TAG, SweepEntry, render_sweep, source_model_uri, write_sweep_report
 from quantmill.state import output_dir, quantmill_home
+from quantmill.sweep import RECENT_DATA_TAG, SweepEntry, render_sweep, source_model_uri, write_sweep_report
 from tasks.sweep import aliased_versions_task, drift_task, quantization_record_task, split_task
 
 

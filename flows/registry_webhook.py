@@ -23,7 +23,13 @@ from prefect.events import Event
 from prefect.events.clients import get_events_client
 
 from quantmill.registry_events import (
-    EVENT, REQUESTED, WEBHOOK_EVENTS, QuantizeRequest, WebhookRejected, request_from_tags, verify_delivery,
+    EVENT,
+    REQUESTED,
+    WEBHOOK_EVENTS,
+    QuantizeRequest,
+    WebhookRejected,
+    request_from_tags,
+    verify_delivery,
 )
 from quantmill.tracking.registry import model_version_tags, tag_model_version
 

@@ -27,8 +27,8 @@ _POLL_SECONDS = 2.0
 @task(name="benchmark", timeout_seconds=1800, **EPHEMERAL)
 def benchmark_task(target: str, models: dict[str, tuple[str, Path]], data: Dataset, seconds_per_batch: float) -> TargetBenchmarks:
     """Return the labelled models, each given as (format name, path), measured by their
-    formats' runtimes on this machine's hardware for target (or the reason it cannot)."""
-    runtimes = {label: (get_format(name).runtime, Path(path)) for label, (name, path) in models.items()}
+    formats' benchmark runners on this machine's hardware for target (or the reason it cannot)."""
+    runtimes = {label: (get_format(name).benchmark_runner().name, Path(path)) for label, (name, path) in models.items()}
     return benchmark_target(target, runtimes, data, seconds_per_batch)
 
 

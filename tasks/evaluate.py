@@ -25,6 +25,6 @@ def reference_outputs_task(model: Model, evaluation: Dataset) -> np.ndarray:
 @task(name="evaluate", timeout_seconds=1800, **cached())
 def evaluate_task(format_name: str, quantized: Path, evaluation: Dataset, reference: np.ndarray, task_name: str) -> Evaluation:
     """Return the quantized model's Evaluation against the reference outputs, run by the
-    format's runtime and compared by the task's metric."""
-    outputs = get_runtime(get_format(format_name).runtime).outputs(quantized, evaluation)
+    format's evaluation runner and compared by the task's metric."""
+    outputs = get_format(format_name).evaluation_runner()(quantized, evaluation)
     return get_metric(task_name).compare(reference, outputs, evaluation)

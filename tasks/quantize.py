@@ -11,7 +11,6 @@ from quantmill.data import Dataset
 from quantmill.formats import get_format
 from quantmill.metrics import get_metric
 from quantmill.models import Model
-from quantmill.runtimes import get_runtime
 from quantmill.sensitivity import GroupScore
 from tasks.policy import cached
 
@@ -39,9 +38,9 @@ def sensitivity_task(
 ) -> tuple[GroupScore, ...]:
     """Return the format's layer groups ranked by the metric drop with only that group quantized."""
     fmt = get_format(format_name)
-    metric, runtime = get_metric(task_name), get_runtime(fmt.runtime)
+    metric, outputs = get_metric(task_name), fmt.evaluation_runner()
 
     def score(path: Path) -> float:
-        return metric.compare(reference, runtime.outputs(path, evaluation), evaluation).accuracy_drop
+        return metric.compare(reference, outputs(path, evaluation), evaluation).accuracy_drop
 
     return fmt.sensitivity(model, options, calibration, evaluation, score, workdir)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from quantmill.data import Dataset
-from quantmill.hashing import fingerprint
 from quantmill.hardware import Hardware
+from quantmill.hashing import fingerprint
 from quantmill.models.base import Model
+from quantmill.runtimes import get_runtime
 from quantmill.targets import TARGETS
 
 # A format's place when nothing is measured: formats whose accuracy does not hang on
@@ -43,7 +47,8 @@ class Format:
     its runtime.
 
     Hooks: ladder (the steps to try, in order, for a candidate), output_path and quantize,
-    artifact_files, register. The evaluation and benchmark runners are its runtime's.
+    evaluation_runner and benchmark_runner (its runtime's, unless a format says otherwise),
+    artifact_files, register.
     """
 
     name: str
@@ -78,6 +83,17 @@ class Format:
         """Write the quantized model for options to output_path() and return it. Raises
         FormatUnavailable when a tool is missing; the tools' own errors pass through."""
         raise NotImplementedError
+
+    def evaluation_runner(self) -> Callable[[Path, Dataset], np.ndarray]:
+        """Return the function giving an artifact's outputs on a data set, which the task
+        metric compares with the full-precision reference."""
+        return get_runtime(self.runtime).outputs
+
+    def benchmark_runner(self):
+        """Return the runtime that measures this format's artifacts: its name keys the
+        group of models measured together, its benchmark(models, data, target, seconds)
+        measures them."""
+        return get_runtime(self.runtime)
 
     def sensitivity(self, model: Model, options: object, calibration: Dataset, evaluation: Dataset, score, workdir: Path):
         """For a format that scans_sensitivity: return its layer groups ranked by score(path),

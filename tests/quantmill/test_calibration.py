@@ -3,7 +3,13 @@ from pathlib import Path
 import numpy as np
 
 from quantmill.calibration import (
-    FAIL, PASS, WARN, CalibrationPolicy, input_features, stratified_subsample, validate_calibration,
+    FAIL,
+    PASS,
+    WARN,
+    CalibrationPolicy,
+    input_features,
+    stratified_subsample,
+    validate_calibration,
 )
 from quantmill.data import Dataset
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from quantmill.errors import QuantmillError
-from quantmill.metrics import budget_for, compare_logits as compare
+from quantmill.metrics import budget_for
+from quantmill.metrics import compare_logits as compare
 
 
 def test_uniform_logits_have_perplexity_equal_to_the_vocabulary():
