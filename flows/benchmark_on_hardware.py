@@ -16,8 +16,8 @@ from tasks.calibration import load_data_task
 def benchmark_on_hardware(
     target: str, model: dict, models: dict[str, dict], eval_data: str, benchmark_seconds: float = 1.0,
 ) -> dict:
-    """Return TargetBenchmarks.to_dict() for the labelled models ({"format", "path"}; the one
-    labelled "baseline" is the full-precision baseline) of the resolved model (Model.to_dict()),
+    """Return TargetBenchmarks.to_dict() for the labelled models ({"format", "path"}: the
+    full-precision baselines and the attempts) of the resolved model (Model.to_dict()),
     measured on this worker for target on eval_data. A worker that cannot run target
     returns no figures and the reason."""
     source = Model.from_dict(model)

@@ -9,10 +9,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from quantmill.attempts import Attempt
-from quantmill.benchmark import BASELINE
 from quantmill.benchmark_table import SHIPPED_TABLE_DIR
 from quantmill.calibration import FAIL
-from quantmill.formats import Step, baseline_for, get_format
+from quantmill.formats import Step, baseline_for, baselines_for, get_format
 from quantmill.formats.base import NoOptions
 from quantmill.metrics import budget_for
 from quantmill.models import Model
@@ -68,6 +67,8 @@ def quantize_model(
     budget = budget_for(task, max_accuracy_drop, max_ppl_increase)
     out = output_dir(out_dir)
     ref = Model.from_dict(resolved) if resolved else resolve_model_task(model, task, quantmill_home() / "work")
+    # The kind's primary baseline (the report's headline); each attempt is measured against
+    # full precision on its own runtime.
     baseline_format = baseline_for(ref.kind).name
     candidates = select_formats_task(ref, target, budget, Path(table_dir))
     hardware = hardware_task([baseline_format, *(c.format for c in candidates)])
@@ -107,7 +108,8 @@ def quantize_model(
                 logger.warning("attempt %d (%s) failed: %s", index, description, reason)
                 failures.append({"index": index, "format": step.format, "description": description, "reason": reason})
                 return None
-            made = Attempt(index, step.format, step.options, step.reason, artifact, result, None)
+            made = Attempt(index, step.format, step.options, step.reason, artifact, result, None,
+                           baselines_for(ref.kind, [step.format])[step.format])
             attempts.append(made)
             return made
 
@@ -127,8 +129,9 @@ def quantize_model(
                     break
 
         if attempts:
-            base_path = quantize_attempt(baseline_format, ref, NoOptions(), None, work)
-            models = {BASELINE: (baseline_format, base_path)} | {str(a.index): (a.format, a.artifact.path) for a in attempts}
+            bases = dict.fromkeys([baseline_format, *(a.baseline_format for a in attempts)])
+            models = {name: (name, quantize_attempt(name, ref, NoOptions(), None, work)) for name in bases}
+            models |= {str(a.index): (a.format, a.artifact.path) for a in attempts}
             if benchmark_on is None:
                 measured = [benchmark_task(target, models, evaluation, benchmark_seconds)]
             else:
@@ -144,10 +147,11 @@ def quantize_model(
             primary = next(m for m in measured if m.target == target)
             if primary.measured:
                 hardware = primary.hardware
-                baseline = primary.benchmarks[BASELINE]
-                attempts = [replace(a, benchmark=primary.benchmarks[str(a.index)]) for a in attempts]
+                baseline = primary.benchmarks[baseline_format]
+                attempts = [replace(a, benchmark=primary.benchmarks[str(a.index)], baseline=primary.benchmarks[a.baseline_format])
+                            for a in attempts]
 
-    gate = gate_task(verdict, tuple(attempts), baseline, budget, hardware.describe())
+    gate = gate_task(verdict, tuple(attempts), budget, hardware.describe())
     report = build_report(
         model=ref, task=task, target=target, budget=budget, hardware=hardware, candidates=candidates,
         calibration=verdict, calibration_data=calibration, evaluation_data=evaluation,

@@ -9,15 +9,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+PUBLISHED_FILE_MODE, PUBLISHED_DIR_MODE = 0o644, 0o755
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path in path's folder (same suffix); when the block succeeds, rename
-    it onto path, otherwise delete it. Readers of path never see a partial file."""
+    it onto path, readable by all (0644), otherwise delete it. Readers of path never see a
+    partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp makes the file 0600; workers under another user on a shared volume read it.
+        os.chmod(tmp, PUBLISHED_FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

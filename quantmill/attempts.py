@@ -11,8 +11,9 @@ from quantmill.metrics import Evaluation
 @dataclass(frozen=True)
 class Attempt:
     """Attempt number index: its format, how it was made and why, the published artifact,
-    its evaluation against full precision, and its benchmark (a runtime's measurement;
-    None when not measured)."""
+    its evaluation against full precision, its benchmark (a runtime's measurement; None
+    when not measured), and the full-precision baseline on the same runtime: its format and
+    its measurement from the same run."""
 
     index: int
     format: str
@@ -21,3 +22,5 @@ class Attempt:
     artifact: ExportedArtifact
     evaluation: Evaluation
     benchmark: object | None
+    baseline_format: str | None = None
+    baseline: object | None = None

@@ -10,13 +10,12 @@ from quantmill.data import Dataset
 from quantmill.hardware import Hardware, HardwareUnavailable, local_hardware
 from quantmill.runtimes import get_runtime
 
-BASELINE = "baseline"
 
 
 @dataclass(frozen=True)
 class TargetBenchmarks:
-    """What one hardware target measured: a measurement per labelled model (the
-    full-precision baseline under "baseline") and the runtime that took it, on which
+    """What one hardware target measured: a measurement per labelled model (full-precision
+    baselines labelled by their format, attempts by their index) and the runtime that took it, on which
     hardware, by which flow run; or, when it measured nothing, the reason."""
 
     target: str

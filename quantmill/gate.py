@@ -21,18 +21,17 @@ class GateDecision:
 
 
 def decide(
-    calibration: CalibrationVerdict, attempts: tuple[Attempt, ...], baseline: object | None,
-    budget: Budget, hardware: str,
+    calibration: CalibrationVerdict, attempts: tuple[Attempt, ...], budget: Budget, hardware: str,
 ) -> GateDecision:
     """Return the gate decision.
 
-    baseline is the full-precision baseline's measurement (None when not measured); the
-    budget is in its own unit.
+    Speed is compared with each attempt's own baseline, full precision on the same runtime
+    measured in the same run; the budget is in its own unit.
 
     failed: the calibration data failed validation, or no attempt met the accuracy budget.
     manual_review: the best attempt met the budget but the calibration data only warned,
     or it was not measured faster than the full-precision baseline on this hardware (by
-    the benchmark's headline figure: throughput at batch 32, or decode tokens/s).
+    the runtime's headline figure: throughput at batch 32, or decode tokens/s).
     passed: otherwise, naming the first attempt within budget.
     """
     if calibration.status == FAIL:
@@ -50,12 +49,12 @@ def decide(
     review = []
     if calibration.status == WARN:
         review.append("calibration data warned: " + "; ".join(calibration.reasons))
-    if chosen.benchmark is None or baseline is None:
+    if chosen.benchmark is None or chosen.baseline is None:
         review.append("not benchmarked")
     else:
         value, label = chosen.benchmark.headline()
-        ratio = value / baseline.headline()[0]
-        line = f"{ratio:.2f}x the full-precision baseline's {label} on {hardware}"
+        ratio = value / chosen.baseline.headline()[0]
+        line = f"{ratio:.2f}x the full-precision baseline's {label} ({chosen.baseline_format}, same runtime) on {hardware}"
         (review if ratio < 1.0 else reasons).append(("slower than full precision: " if ratio < 1.0 else "") + line)
     if review:
         return GateDecision(MANUAL_REVIEW, tuple(reasons + review), chosen.index)

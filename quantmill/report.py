@@ -10,7 +10,7 @@ from pathlib import Path
 from quantmill import __version__
 from quantmill.atomic import atomic_file
 from quantmill.attempts import Attempt
-from quantmill.benchmark import BASELINE, TargetBenchmarks
+from quantmill.benchmark import TargetBenchmarks
 from quantmill.calibration import CalibrationVerdict
 from quantmill.data import Dataset
 from quantmill.formats import Candidate
@@ -41,6 +41,7 @@ def build_report(
     failures: tuple[dict, ...] = (), targets: tuple[TargetBenchmarks, ...] = (),
 ) -> dict:
     """Return the report as a JSON-ready dict."""
+    baseline_of = {str(a.index): a.baseline_format for a in attempts}
     return {
         "quantmill_version": __version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -60,29 +61,29 @@ def build_report(
             "headline": None if baseline is None else baseline.headline()[1],
             "headline_value": None if baseline is None else baseline.headline()[0],
         },
-        "attempts": [_attempt(a, baseline, budget) for a in attempts],
+        "baselines": {a.baseline_format: asdict(a.baseline) for a in attempts if a.baseline is not None},
+        "attempts": [_attempt(a, budget) for a in attempts],
         "failures": list(failures),
-        "targets": [_target(t) for t in targets],
+        "targets": [_target(t, baseline_of) for t in targets],
         "sensitivity": [asdict(s) for s in sensitivity],
         "gate": asdict(gate),
         "mlflow": None,
     }
 
 
-def _target(result: TargetBenchmarks) -> dict:
-    baseline = result.benchmarks.get(BASELINE)
+def _target(result: TargetBenchmarks, baseline_of: dict[str, str]) -> dict:
+    compared = {label: (bench, result.benchmarks.get(baseline_of[label]))
+                for label, bench in result.benchmarks.items() if label in baseline_of}
     return {
         "target": result.target, "status": "measured" if result.measured else "not benchmarked",
         "reason": result.reason, "flow_run": result.flow_run,
         "hardware": None if result.hardware is None else result.hardware.describe(),
         "benchmarks": {label: asdict(b) for label, b in result.benchmarks.items()},
         "speedup_vs_baseline": {
-            label: bench.headline()[0] / baseline.headline()[0]
-            for label, bench in result.benchmarks.items() if baseline is not None and label != BASELINE
+            label: bench.headline()[0] / base.headline()[0] for label, (bench, base) in compared.items() if base is not None
         },
         "throughput_ratio_vs_fp32": {
-            label: _throughput_ratios(bench, baseline)
-            for label, bench in result.benchmarks.items() if baseline is not None and label != BASELINE
+            label: _throughput_ratios(bench, base) for label, (bench, base) in compared.items() if base is not None
         },
     }
 
@@ -95,8 +96,8 @@ def _throughput_ratios(bench: object, baseline: object) -> dict[str, float] | No
     return {b: per_batch[b] / base[b] for b in per_batch}
 
 
-def _attempt(attempt: Attempt, baseline: object | None, budget: Budget) -> dict:
-    ev, bench = attempt.evaluation, attempt.benchmark
+def _attempt(attempt: Attempt, budget: Budget) -> dict:
+    ev, bench, baseline = attempt.evaluation, attempt.benchmark, attempt.baseline
     speedup = per_batch = None
     if bench is not None and baseline is not None:
         speedup = bench.headline()[0] / baseline.headline()[0]
@@ -121,6 +122,7 @@ def _attempt(attempt: Attempt, baseline: object | None, budget: Budget) -> dict:
         "worst_disagreements": list(ev.worst),
         "benchmark": None if bench is None else asdict(bench),
         "headline_value": None if bench is None else bench.headline()[0],
+        "baseline_format": attempt.baseline_format,
         "speedup_vs_baseline": speedup,
         "throughput_ratio_vs_fp32": per_batch,
         "size_ratio_vs_fp32": None if baseline is None else attempt.artifact.size_bytes / baseline.size_bytes,

@@ -13,7 +13,7 @@ from tasks.policy import EPHEMERAL
 
 @task(name="gate", **EPHEMERAL)
 def gate_task(
-    calibration: CalibrationVerdict, attempts: tuple[Attempt, ...], baseline: object | None, budget: Budget, hardware: str,
+    calibration: CalibrationVerdict, attempts: tuple[Attempt, ...], budget: Budget, hardware: str,
 ) -> GateDecision:
     """Return passed / failed / manual_review with reasons."""
-    return decide(calibration, attempts, baseline, budget, hardware)
+    return decide(calibration, attempts, budget, hardware)

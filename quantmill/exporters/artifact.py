@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantmill.atomic import PUBLISHED_DIR_MODE, PUBLISHED_FILE_MODE
 from quantmill.hashing import sha256_file, sha256_files
 
 METADATA_FILE = "metadata.json"
@@ -53,6 +54,10 @@ def export_artifact(model: Path, files: tuple[Path, ...], destination: Path, met
         (staging / METADATA_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
         (staging / f"{filename}.sha256").write_text(f"{digest}  {filename}\n")
         _fsync_dir(staging)
+        # mkdtemp makes the folder 0700; workers under another user on a shared volume read it.
+        os.chmod(staging, PUBLISHED_DIR_MODE)
+        for item in staging.rglob("*"):
+            os.chmod(item, PUBLISHED_DIR_MODE if item.is_dir() else PUBLISHED_FILE_MODE)
         if destination.exists():
             retired = destination.with_name(f".{destination.name}.old")
             shutil.rmtree(retired, ignore_errors=True)

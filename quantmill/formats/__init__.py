@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 from quantmill.benchmark_table import TableRow
 from quantmill.errors import QuantmillError
-from quantmill.formats import awq, gguf, onnx
+from quantmill.formats import awq, checkpoint, gguf, onnx
 from quantmill.formats.base import CONSERVATIVE, FALLBACK, Format, Step
 from quantmill.targets import get_target
 
-FORMATS: dict[str, Format] = {f.name: f for module in (onnx, gguf, awq) for f in module.FORMATS}
+FORMATS: dict[str, Format] = {f.name: f for module in (onnx, gguf, awq, checkpoint) for f in module.FORMATS}
 
-__all__ = ["FORMATS", "Candidate", "Format", "Step", "baseline_for", "get_format", "offered", "select_formats"]
+__all__ = ["FORMATS", "Candidate", "Format", "Step", "baseline_for", "baselines_for", "get_format", "offered", "select_formats"]
 
 
 def get_format(name: str) -> Format:
@@ -27,13 +27,19 @@ def get_format(name: str) -> Format:
     return FORMATS[name]
 
 
-def baseline_for(kind: str) -> Format:
-    """Return the full-precision format that the candidates for model kind are measured
-    against. Raises QuantmillError when no format declares itself kind's baseline."""
-    found = [f for f in FORMATS.values() if not f.candidate and kind in f.kinds]
+def baseline_for(kind: str, runtime: str | None = None) -> Format:
+    """Return the full-precision format of model kind on runtime (by default the kind's
+    primary baseline, the first registered). Raises QuantmillError when there is none."""
+    found = [f for f in FORMATS.values() if not f.candidate and kind in f.kinds and runtime in (None, f.runtime)]
     if not found:
-        raise QuantmillError(f"no baseline format for {kind} models")
+        raise QuantmillError(f"no full-precision baseline for {kind} models on {runtime or 'any runtime'}")
     return found[0]
+
+
+def baselines_for(kind: str, format_names: list[str]) -> dict[str, str]:
+    """Return, for each named format, the baseline format it is measured against: full
+    precision on the same runtime, so that a speed ratio never compares two runtimes."""
+    return {name: baseline_for(kind, get_format(name).benchmark_runner().name).name for name in format_names}
 
 
 def offered(kind: str, target: str) -> tuple[Format, ...]:

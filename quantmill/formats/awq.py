@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from quantmill.atomic import PUBLISHED_DIR_MODE
 from quantmill.data import Dataset
 from quantmill.formats.base import Format, Step
 from quantmill.hardware import Hardware
@@ -89,6 +90,7 @@ class Awq(Format):
         try:
             loaded.save_pretrained(staging, save_compressed=True)
             AutoTokenizer.from_pretrained(model.path, trust_remote_code=False).save_pretrained(staging)
+            os.chmod(staging, PUBLISHED_DIR_MODE)
             shutil.rmtree(out_dir, ignore_errors=True)
             os.replace(staging, out_dir)
         except BaseException:

@@ -34,6 +34,16 @@ def _run(tiny_llama, out: Path, *extra: str) -> tuple[int, dict]:
     return code, json.loads((out / "report.json").read_text())
 
 
+def _table_starting_with_q4_k_m(tmp_path: Path, *more_rows: str) -> Path:
+    table = tmp_path / "table"
+    table.mkdir()
+    (table / "q4.csv").write_text(
+        "family,hardware,format,accuracy_drop,compression,speedup,n_measurements,source\n"
+        "decoder-lm,cpu,gguf-q4_k_m,0.1,6.1,1.0,1,test row\n" + "".join(f"{row}\n" for row in more_rows)
+    )
+    return table
+
+
 def test_trained_model_beats_the_unigram_baseline(tiny_llama):
     assert tiny_llama.heldout_perplexity < 0.5 * tiny_llama.unigram_perplexity
 
@@ -54,27 +64,32 @@ def test_gguf_round_trip_matches_the_original_logits(tiny_llama, llama_model, tm
 
 
 @pytest.mark.usefixtures("prefect_api")
-def test_a_missed_budget_climbs_the_gguf_ladder_each_rung_measured(tiny_llama, tmp_path):
+def test_a_missed_budget_climbs_each_ladder_each_rung_measured(tiny_llama, tmp_path):
     # A budget no quantized model can meet (perplexity halved) shows every rung.
-    table = tmp_path / "table"
-    table.mkdir()
-    (table / "q4.csv").write_text(
-        "family,hardware,format,accuracy_drop,compression,speedup,n_measurements,source\n"
-        "decoder-lm,cpu,gguf-q4_k_m,0.1,6.1,1.0,1,test row\n"
-    )
+    table = _table_starting_with_q4_k_m(tmp_path, "decoder-lm,cpu,awq-w4a16,0.2,2.0,0.7,1,test row")
     code, report = _run(tiny_llama, tmp_path / "out", "--max-ppl-increase", "-50", "--benchmark-table", str(table))
     assert code == EXIT_CODES["failed"] and report["gate"]["status"] == "failed"
     assert report["budget"] == {"value": -50.0, "unit": "% perplexity increase", "parameter": "max_ppl_increase"}
-    assert [c["format"] for c in report["candidates"]] == ["gguf-q4_k_m", "gguf-q8_0"]
+    assert [c["format"] for c in report["candidates"]] == ["gguf-q4_k_m", "awq-w4a16", "gguf-q8_0"]
     gguf = [a for a in report["attempts"] if a["format"].startswith("gguf-")]
     assert [a["options"]["scheme"] for a in gguf] == ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0"]
     assert all("next scheme up" in a["reason"] for a in gguf[1:])
     sizes = [a["size_bytes"] for a in gguf]
     assert sizes == sorted(sizes), "each rung up is larger"
-    for attempt in gguf:
+    awq = [a for a in report["attempts"] if a["format"] == "awq-w4a16"]
+    assert [a["options"]["group_size"] for a in awq] == [128, 64] and "group size 64" in awq[1]["reason"]
+    assert len(report["attempts"]) == 6, "Q8_0, tried on the GGUF ladder, is not made again as the fallback"
+    for attempt in report["attempts"]:
         assert attempt["metric_name"] == "perplexity" and not attempt["within_budget"]
         assert attempt["secondary_metrics"]["tokens"] > 0 and attempt["benchmark"]["decode_tokens_per_s"] > 0
-    assert report["baseline"]["format"] == "gguf-f16"
+    # Speed against full precision on the same runtime: llama.cpp's F16 GGUF, transformers' checkpoint.
+    assert {a["format"]: a["baseline_format"] for a in report["attempts"]} == {
+        "gguf-q4_k_m": "gguf-f16", "gguf-q5_k_m": "gguf-f16", "gguf-q6_k": "gguf-f16", "gguf-q8_0": "gguf-f16",
+        "awq-w4a16": "hf-checkpoint",
+    }
+    assert set(report["baselines"]) == {"gguf-f16", "hf-checkpoint"} and report["baseline"]["format"] == "gguf-f16"
+    awq_ratio = awq[0]["benchmark"]["decode_tokens_per_s"] / report["baselines"]["hf-checkpoint"]["decode_tokens_per_s"]
+    assert awq[0]["speedup_vs_baseline"] == pytest.approx(awq_ratio)
     assert "budget of -50 % perplexity increase" in report["gate"]["reasons"][0]
 
 
@@ -82,12 +97,7 @@ def test_a_missed_budget_climbs_the_gguf_ladder_each_rung_measured(tiny_llama, t
 def test_a_failing_step_is_recorded_and_the_ladder_goes_on(tiny_llama, tmp_path, monkeypatch):
     # An ftype llama.cpp does not know: its quantizer refuses it, a real failure.
     monkeypatch.setitem(gguf_format.FTYPES, "Q4_K_M", 9999)
-    table = tmp_path / "table"
-    table.mkdir()
-    (table / "q4.csv").write_text(
-        "family,hardware,format,accuracy_drop,compression,speedup,n_measurements,source\n"
-        "decoder-lm,cpu,gguf-q4_k_m,0.1,6.1,1.0,1,test row\n"
-    )
+    table = _table_starting_with_q4_k_m(tmp_path)
     out = tmp_path / "out"
     code, report = _run(tiny_llama, out, "--max-ppl-increase", "5", "--benchmark-table", str(table))
     assert code == EXIT_CODES[report["gate"]["status"]]
