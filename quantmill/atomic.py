@@ -8,7 +8,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-
 PUBLISHED_FILE_MODE, PUBLISHED_DIR_MODE = 0o644, 0o755
 
 

@@ -11,7 +11,6 @@ from quantmill.hardware import Hardware, HardwareUnavailable, local_hardware
 from quantmill.runtimes import get_runtime
 
 
-
 @dataclass(frozen=True)
 class TargetBenchmarks:
     """What one hardware target measured: a measurement per labelled model (full-precision
