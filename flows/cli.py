@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from quantmill.errors import QuantmillError
-from quantmill.metrics import METRICS, budget_for
+from quantmill.errors import InputError, QuantmillError
+from quantmill.metrics import METRICS, budget_for, get_metric
 from quantmill.models import Model, get_kind, resolve_model
 from quantmill.state import quantmill_home
 from quantmill.targets import TARGETS
@@ -53,10 +53,12 @@ def preflight(args: argparse.Namespace) -> Model:
     bad input ends in one line naming the file; return the resolved model, which the flow
     takes as it is. Raises QuantmillError."""
     budget_for(args.task, args.max_accuracy_drop, args.max_ppl_increase)
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(args.out, "exists and is not a folder (--out names the folder for report.json and artifacts)")
     model = resolve_model(args.model, args.task, quantmill_home() / "work")
     kind = get_kind(model.kind)
-    for path in (args.calibration_data, args.eval_data):
-        kind.load_data(model, path)
+    kind.load_data(model, args.calibration_data)
+    get_metric(args.task).check(kind.load_data(model, args.eval_data))
     return model
 
 

@@ -73,7 +73,7 @@ def quantize_model(
     candidates = select_formats_task(ref, target, budget, Path(table_dir))
     hardware = hardware_task([baseline_format, *(c.format for c in candidates)])
     calibration = load_data_task(ref, Path(calibration_data))
-    evaluation = load_data_task(ref, Path(eval_data))
+    evaluation = load_data_task(ref, Path(eval_data), task)
     verdict = validate_calibration_task(ref, calibration, evaluation)
     logger.info("calibration %s: %s", verdict.status, "; ".join(verdict.reasons) or "all checks passed")
 

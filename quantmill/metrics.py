@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from quantmill.data import Dataset
-from quantmill.errors import QuantmillError
+from quantmill.errors import InputError, QuantmillError
 
 WORST_KEPT = 10
 NEIGHBOURS = 10
@@ -55,6 +55,13 @@ class TaskMetric:
     budget_parameter: str
     default_budget: float
     compare: Callable[[np.ndarray, np.ndarray, Dataset], Evaluation]
+    needs_labels: bool = False
+
+    def check(self, dataset: Dataset) -> None:
+        """Raise InputError naming the file when dataset cannot be scored by this metric
+        (classification data without one integer label per sample)."""
+        if self.needs_labels and dataset.labels is None:
+            raise InputError(dataset.path, f"{self.task} needs 'labels', one integer class per sample")
 
     def budget(self, value: float | None) -> Budget:
         """Return the budget for value (the default when None)."""
@@ -180,7 +187,7 @@ def _perplexity(log_probs: np.ndarray, targets: np.ndarray) -> float:
 
 
 METRICS = {m.task: m for m in (
-    TaskMetric("classification", "points", "max_accuracy_drop", 1.0, _classification_of),
+    TaskMetric("classification", "points", "max_accuracy_drop", 1.0, _classification_of, needs_labels=True),
     TaskMetric("embedding", "points", "max_accuracy_drop", 1.0, _embedding_of),
     TaskMetric("language-modeling", "% perplexity increase", "max_ppl_increase", 5.0, _perplexity_of),
 )}
@@ -207,4 +214,7 @@ def budget_for(task: str, max_accuracy_drop: float | None = None, max_ppl_increa
         raise QuantmillError(
             f"{task} takes its budget as {metric.budget_parameter} ({metric.unit}), not {wrong[0]}"
         )
-    return metric.budget(given[metric.budget_parameter])
+    value = given[metric.budget_parameter]
+    if value is not None and not math.isfinite(float(value)):
+        raise QuantmillError(f"{metric.budget_parameter} must be a finite number of {metric.unit}, not {value}")
+    return metric.budget(value)

@@ -8,14 +8,19 @@ from prefect import task
 
 from quantmill.calibration import CalibrationVerdict, stratified_subsample, validate_calibration
 from quantmill.data import Dataset
+from quantmill.metrics import get_metric
 from quantmill.models import Model, get_kind
 from tasks.policy import EPHEMERAL
 
 
 @task(name="load-data", **EPHEMERAL)
-def load_data_task(model: Model, path: Path) -> Dataset:
-    """Return the data set at path ready to feed model (its kind's loader)."""
-    return get_kind(model.kind).load_data(model, path)
+def load_data_task(model: Model, path: Path, task_name: str | None = None) -> Dataset:
+    """Return the data set at path ready to feed model (its kind's loader), checked to be
+    scorable by task_name's metric when given."""
+    dataset = get_kind(model.kind).load_data(model, path)
+    if task_name is not None:
+        get_metric(task_name).check(dataset)
+    return dataset
 
 
 @task(name="validate-calibration", timeout_seconds=1800, **EPHEMERAL)

@@ -28,6 +28,8 @@ from quantmill.models.base import Model
 FTYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18, "Q8_0": 7}
 CONVERTER_ENV = "QUANTMILL_LLAMA_CPP_SRC"
 F16_FILE = "model-f16.gguf"
+# An 8B model converts in about 75 s on the GPU machine's CPU; an hour is a hung converter.
+CONVERT_TIMEOUT_S = 3600
 
 
 @dataclass(frozen=True)
@@ -60,15 +62,18 @@ def convert_to_gguf(model_dir: Path, out_path: Path) -> Path:
     """Convert the Hugging Face directory model_dir to an F16 GGUF at out_path (atomically).
 
     Raises FormatUnavailable without the converter; RuntimeError with the converter's last
-    error line when it fails.
+    error line when it fails, or when it runs past CONVERT_TIMEOUT_S.
     """
     source = llama_cpp_source()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source / "gguf-py"), os.environ.get("PYTHONPATH", "")])}
     with atomic_file(out_path) as tmp:
-        done = subprocess.run(
-            [sys.executable, str(source / "convert_hf_to_gguf.py"), str(model_dir), "--outfile", str(tmp), "--outtype", "f16"],
-            capture_output=True, text=True, env=env, check=False,
-        )
+        try:
+            done = subprocess.run(
+                [sys.executable, str(source / "convert_hf_to_gguf.py"), str(model_dir), "--outfile", str(tmp), "--outtype", "f16"],
+                capture_output=True, text=True, env=env, check=False, timeout=CONVERT_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"convert_hf_to_gguf.py on {model_dir} ran past {CONVERT_TIMEOUT_S} s") from None
         if done.returncode != 0:
             raise RuntimeError(f"convert_hf_to_gguf.py failed on {model_dir}: {_last_line(done.stderr)}")
     return out_path

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
+from onnx import numpy_helper
 
 from quantmill.calibration import input_features
 from quantmill.data import Dataset, load_dataset
@@ -38,7 +39,18 @@ def check_onnx(path: Path) -> onnx.ModelProto:
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own unexported exception types
         raise InputError(path, f"ONNX Runtime cannot load it: {_first_line(err)}") from None
+    _check_finite_weights(path)
     return model
+
+
+def _check_finite_weights(path: Path) -> None:
+    # A NaN or inf weight makes every quantizer's scale meaningless (onnxruntime asserts
+    # deep inside calibration); it is refused here, naming the tensor.
+    for init in onnx.load(str(path)).graph.initializer:
+        if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+            bad = int(np.count_nonzero(~np.isfinite(numpy_helper.to_array(init))))
+            if bad:
+                raise InputError(path, f"weight {init.name!r} holds {bad} NaN or inf value(s)")
 
 
 def onnx_model(graph: Path, uri: str, name: str, version: str | None, kind: str, sha256: str,

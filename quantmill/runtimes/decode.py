@@ -14,6 +14,8 @@ from pathlib import Path
 from quantmill.measure import memory_bandwidth_bytes_per_s
 
 PROMPT_TOKENS = 128
+# A fixed number of tokens per model; a worker still running after this long is hung.
+WORKER_TIMEOUT_S = 1800
 
 
 @dataclass(frozen=True)
@@ -41,15 +43,19 @@ def benchmark_in_workers(module: str, models: dict[str, Path], prompt_tokens: in
     """Return an LMBenchmark per labelled model, each measured by `python -m module MODEL
     PROMPT DECODE` in a fresh process, which prints one JSON object (with bytes_per_token).
 
-    Raises RuntimeError with the worker's last error line when a worker fails.
+    Raises RuntimeError with the worker's last error line when a worker fails, or when it
+    runs past WORKER_TIMEOUT_S.
     """
     bandwidth = memory_bandwidth_bytes_per_s()
     results = {}
     for label, path in models.items():
-        done = subprocess.run(
-            [sys.executable, "-m", module, str(path), str(prompt_tokens), str(decode_tokens)],
-            capture_output=True, text=True, check=False,
-        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", module, str(path), str(prompt_tokens), str(decode_tokens)],
+                capture_output=True, text=True, check=False, timeout=WORKER_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{module} benchmark of {path} ran past {WORKER_TIMEOUT_S} s") from None
         if done.returncode != 0:
             raise RuntimeError(f"{module} benchmark of {path} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
         raw = json.loads(done.stdout.strip().splitlines()[-1])

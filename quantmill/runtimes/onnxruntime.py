@@ -31,6 +31,9 @@ BATCH_SIZES = (1, 32)
 MIN_ITERATIONS = 10
 MAX_ITERATIONS = 500
 EVAL_BATCH = 64
+# One model's timed loop is bounded by MAX_ITERATIONS and the seconds per batch; a worker
+# still running after this long is hung.
+WORKER_TIMEOUT_S = 900
 # The execution provider that runs ONNX models on each hardware target.
 PROVIDERS = {"cpu": "CPUExecutionProvider", "gpu": "CUDAExecutionProvider"}
 
@@ -64,7 +67,7 @@ def benchmark_models(
     """Return a Benchmark for each labelled model, the models taking turns for rounds rounds
     on the same feeds, run by ONNX Runtime's provider.
 
-    Raises RuntimeError with the worker's last error line if a worker fails.
+    Raises RuntimeError with the worker's last error line if a worker fails or runs past WORKER_TIMEOUT_S.
     """
     runs: dict[str, list[dict]] = {label: [] for label in models}
     with tempfile.TemporaryDirectory(prefix="quantmill-bench-") as scratch:
@@ -102,7 +105,10 @@ def _feeds(data: Dataset, size: int) -> dict[str, np.ndarray]:
 def _run_worker(model: Path, feeds: Path, seconds: float, provider: str) -> dict:
     command = [sys.executable, "-m", "quantmill.runtimes.onnxruntime", str(model), str(feeds), ",".join(map(str, BATCH_SIZES)),
                str(seconds), provider]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=WORKER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"benchmark of {model} ran past {WORKER_TIMEOUT_S} s") from None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"benchmark of {model} failed: {last}")

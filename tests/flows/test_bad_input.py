@@ -98,3 +98,46 @@ def test_language_model_eval_text_too_short(capsys, tiny_llama, tmp_path, quantm
                  str(tiny_llama.train_text), "--eval-data", str(short)])
     err = capsys.readouterr().err.strip()
     _assert_rejected(code, err, short, "too little text", quantmill_home)
+
+
+def test_nan_weights_are_refused_naming_the_tensor(capsys, digits, tmp_path, quantmill_home):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(digits.model))
+    first = model.graph.initializer[0]
+    poisoned = numpy_helper.to_array(first).copy()
+    poisoned.flat[0] = np.nan
+    first.CopyFrom(numpy_helper.from_array(poisoned, first.name))
+    bad = tmp_path / "nan.onnx"
+    onnx.save(model, str(bad))
+    _assert_rejected(*_run(capsys, bad, digits.calibration, digits.evaluation), bad,
+                     f"weight {first.name!r} holds 1 NaN or inf value(s)", quantmill_home)
+
+
+def test_classification_data_without_labels(capsys, digits, tmp_path, quantmill_home):
+    with np.load(digits.evaluation) as data:
+        unlabelled = _npz(tmp_path / "eval.npz", pixels=data["pixels"])
+    _assert_rejected(*_run(capsys, digits.model, digits.calibration, unlabelled), unlabelled,
+                     "classification needs 'labels', one integer class per sample", quantmill_home)
+
+
+@pytest.mark.parametrize(("flag", "value", "problem"), [
+    ("--max-accuracy-drop", "nan", "max_accuracy_drop must be a finite number of points, not nan"),
+    ("--max-accuracy-drop", "inf", "max_accuracy_drop must be a finite number of points, not inf"),
+    ("--max-ppl-increase", "2", "classification takes its budget as max_accuracy_drop (points), not max_ppl_increase"),
+])
+def test_budgets_that_cannot_be_judged(capsys, digits, quantmill_home, flag, value, problem):
+    code = main(["run", str(digits.model), "--task", "classification", "--calibration-data", str(digits.calibration),
+                 "--eval-data", str(digits.evaluation), flag, value])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_BAD_INPUT and err == f"quantmill: error: {problem}"
+    assert not (quantmill_home / "mlflow.db").exists()
+
+
+def test_out_naming_a_file(capsys, digits, tmp_path, quantmill_home):
+    taken = tmp_path / "report"
+    taken.write_text("not a folder")
+    code = main(["run", str(digits.model), "--task", "classification", "--calibration-data", str(digits.calibration),
+                 "--eval-data", str(digits.evaluation), "--out", str(taken)])
+    _assert_rejected(code, capsys.readouterr().err.strip(), taken, "exists and is not a folder", quantmill_home)
