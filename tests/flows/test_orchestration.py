@@ -47,7 +47,7 @@ def live(stack, monkeypatch, tmp_path):
             copy_logs(stack, tmp_path / "logs")
 
 
-def _quantize_runs(client, deployment: str = "quantize-model") -> list:
+def _deployment_runs(client, deployment: str = "quantize-model") -> list:
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
     return client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])))
@@ -88,6 +88,17 @@ def _register(digits, name: str, stack: Stack) -> str:
     return version
 
 
+def test_the_monthly_sweep_is_scheduled(live):
+    """The scheduler service turns the sweep's cron schedule into runs (it did not under
+    SQLAlchemy 2.1, which constraints.txt now keeps out)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as prefect:
+        runs = _wait_for(lambda: [r for r in _deployment_runs(prefect, "recalibration-sweep") if r.state.is_scheduled()],
+                         180, "scheduled recalibration-sweep runs", live)
+    assert all(r.expected_start_time.day == 1 and r.expected_start_time.hour == 3 for r in runs)
+
+
 def test_registry_to_production_and_the_monthly_sweep(live, digits, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
@@ -106,7 +117,7 @@ def test_registry_to_production_and_the_monthly_sweep(live, digits, tmp_path):
         # Registering a version with its quantmill tags starts exactly one quantize run,
         # which completes and moves the alias.
         version = _register(digits, "digits-a", stack)
-        runs = _wait_for(lambda: _quantize_runs(prefect), 120, "a quantize-model run", stack)
+        runs = _wait_for(lambda: _deployment_runs(prefect), 120, "a quantize-model run", stack)
         first = _wait_for(lambda: _finished(prefect, runs[0].id), 600, "the triggered run finishing", stack)
         assert first.state.is_completed(), first.state.message
         assert first.parameters["model"] == f"models:/digits-a/{version}"
@@ -126,7 +137,7 @@ def test_registry_to_production_and_the_monthly_sweep(live, digits, tmp_path):
         assert _deliver_again(stack, "digits-a", version) == 200
         _emit_again(event_id, first.parameters, version)
         time.sleep(20)
-        assert [r.id for r in _quantize_runs(prefect)] == [first.id]
+        assert [r.id for r in _deployment_runs(prefect)] == [first.id]
 
         # Re-run unchanged (as from the UI) with the gpu pool's worker gone: the expensive
         # steps come from cache, and gpu is reported not benchmarked after a bounded wait.
@@ -147,7 +158,7 @@ def test_registry_to_production_and_the_monthly_sweep(live, digits, tmp_path):
         # S3 stopped for a few seconds just as a new version's run starts (the run fetches
         # the model through MLflow's artifact proxy from S3): retries carry it through.
         second = _register(digits, "digits-b", stack)
-        run = _wait_for(lambda: [r for r in _quantize_runs(prefect) if r.id not in (first.id, again.id)], 120,
+        run = _wait_for(lambda: [r for r in _deployment_runs(prefect) if r.id not in (first.id, again.id)], 120,
                         "the digits-b run", stack)[0]
         _wait_for(lambda: prefect.read_flow_run(run.id).state.is_running(), 120, "the digits-b run starting", stack)
         stack.s3_server.stop()
@@ -206,7 +217,7 @@ def test_a_language_model_through_its_trigger_the_cpu_pool_and_the_sweep(live, t
         for key, value in {"quantmill.task": "language-modeling", "quantmill.calibration_data": str(tiny_llama.train_text),
                            "quantmill.eval_data": str(tiny_llama.heldout_text), "quantmill.max_ppl_increase": "5"}.items():
             tag_model_version("tiny-llama", version, key, value)
-        runs = _wait_for(lambda: _quantize_runs(prefect, "quantize-language-model"), 120, "a language-model run", stack)
+        runs = _wait_for(lambda: _deployment_runs(prefect, "quantize-language-model"), 120, "a language-model run", stack)
         done = _wait_for(lambda: _finished(prefect, runs[0].id), 900, "the language-model run finishing", stack)
         assert done.state.is_completed(), done.state.message
         report = done.state.result()
