@@ -8,8 +8,10 @@ from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
 
 from quantmill.data import Dataset, save_samples
+from quantmill.exporters.artifact import verify_artifact
 from quantmill.formats import get_format
 from quantmill.gate import PASSED
 from quantmill.report import render_summary, write_report
@@ -20,11 +22,14 @@ from tasks.policy import EPHEMERAL, retried
 
 @task(name="record", **retried(), **EPHEMERAL)
 def record_task(report: dict, out_dir: Path, register: bool, alias: str, calibration_sample: Dataset | None = None) -> dict:
-    """Upload the chosen artifact to S3 when QUANTMILL_S3_BUCKET is set, write report.json,
+    """Check the chosen artifact against the sha256 in the report, upload it to S3 when
+    QUANTMILL_S3_BUCKET is set, write report.json,
     log the MLflow run, and register the chosen artifact when the gate passed and register
     is set; the calibration samples go with the run for the recalibration sweep. Returns the report with its `storage` and `mlflow` sections filled in."""
     gate = report["gate"]
     chosen = next((a for a in report["attempts"] if a["index"] == gate["chosen_attempt"]), None)
+    if chosen is not None:
+        verify_artifact(Path(chosen["path"]), chosen["sha256"])
     location = s3_from_env()
     if location is not None and chosen is not None:
         model = report["model"]
@@ -44,6 +49,8 @@ def record_task(report: dict, out_dir: Path, register: bool, alias: str, calibra
             register=None if chosen is None else (
                 lambda name, uri: get_format(chosen["format"]).register(Path(chosen["path"]), name, uri)
             ),
+            # A retry of this task within the same flow run resumes the run and finds the version.
+            key=str(flow_run.id) if flow_run.id else None,
         )
     final = {**report, "mlflow": {
         "run_id": registration.run_id, "registered_model": registration.registered_model,

@@ -11,9 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantmill.atomic import PUBLISHED_DIR_MODE, PUBLISHED_FILE_MODE
-from quantmill.hashing import sha256_file, sha256_files
+from quantmill.errors import InputError
+from quantmill.hashing import sha256_file, sha256_files, sha256_tree
 
 METADATA_FILE = "metadata.json"
+
+
+class ArtifactChanged(InputError):
+    """An artifact whose bytes are not those its report states."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,14 @@ def export_artifact(model: Path, files: tuple[Path, ...], destination: Path, met
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return ExportedArtifact(destination, destination / filename, digest, size)
+
+
+def verify_artifact(path: Path, sha256: str) -> None:
+    """Raise ArtifactChanged naming path when the file or folder there no longer has the
+    sha256 the report states (another run wrote over it, or it was tampered with)."""
+    found = sha256_tree(path) if path.exists() else "missing"
+    if found != sha256:
+        raise ArtifactChanged(path, f"sha256 {found[:12]} differs from the reported {sha256[:12]}; nothing published")
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -7,10 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantmill.tracking.client import client
+from quantmill.tracking.client import EXPERIMENT, client
 
 CALIBRATION_SAMPLE = "calibration/calibration_sample.npz"
 CHOSEN_ARTIFACT = "chosen_artifact"
+# The tag naming what a run records (the calling flow run), so that recording is exactly once.
+RECORD_KEY = "quantmill.record_key"
 
 
 @dataclass(frozen=True)
@@ -30,19 +32,26 @@ Register = Callable[[str, str], str]
 
 def record_run(
     report: dict, report_path: Path, artifact_dir: Path | None, register_as: str | None, alias: str | None,
-    register: Register | None = None, calibration_sample: Path | None = None,
+    register: Register | None = None, calibration_sample: Path | None = None, key: str | None = None,
 ) -> Registration:
     """Log report's params, metrics and files as one MLflow run, with the calibration
     samples used (CALIBRATION_SAMPLE, which the recalibration sweep compares fresh data
     with); when register_as is given, register the artifact in artifact_dir as a new version
     of that model through register, with tags and the alias. Returns what was recorded.
-    MLflow's errors pass through."""
+
+    Exactly once per key (the calling flow run's id): a second call with the same key, a
+    retry after a failure part-way, resumes the run that call started and finds the version
+    it registered instead of registering another. MLflow's errors pass through."""
     import mlflow
 
     registry = client()
     model = report["model"]
     budget = report["budget"]
-    with mlflow.start_run(run_name=f"{model['name']}-v{model['version'] or 'file'}") as run:
+    earlier = _run_with_key(key)
+    started = (mlflow.start_run(run_id=earlier) if earlier
+               else mlflow.start_run(run_name=f"{model['name']}-v{model['version'] or 'file'}",
+                                     tags={RECORD_KEY: key} if key else None))
+    with started as run:
         mlflow.log_params(_params(report))
         mlflow.log_metrics(_metrics(report))
         mlflow.set_tags({
@@ -58,7 +67,7 @@ def record_run(
         if register_as is None or register is None:
             return Registration(run.info.run_id, None, None, None)
         chosen = next(a for a in report["attempts"] if a["index"] == report["gate"]["chosen_attempt"])
-        version = register(register_as, mlflow.get_artifact_uri(CHOSEN_ARTIFACT))
+        version = _version_of_run(register_as, run.info.run_id) or register(register_as, mlflow.get_artifact_uri(CHOSEN_ARTIFACT))
     for key, value in {
         "source_model": model["name"], "source_version": str(model["version"]), "source_sha256": model["sha256"],
         "task": report["task"], "format": chosen["format"], "gate_status": report["gate"]["status"],
@@ -69,6 +78,20 @@ def record_run(
     if alias:
         registry.set_registered_model_alias(register_as, alias, version)
     return Registration(run.info.run_id, register_as, version, alias)
+
+
+def _run_with_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    registry = client()
+    experiment = registry.get_experiment_by_name(EXPERIMENT).experiment_id
+    found = registry.search_runs([experiment], filter_string=f"tags.`{RECORD_KEY}` = '{key}'", max_results=1)
+    return found[0].info.run_id if found else None
+
+
+def _version_of_run(name: str, run_id: str) -> str | None:
+    versions = [v for v in client().search_model_versions(f"run_id = '{run_id}'") if v.name == name]
+    return str(versions[0].version) if versions else None
 
 
 def _params(report: dict) -> dict[str, str]:

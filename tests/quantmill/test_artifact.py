@@ -19,3 +19,17 @@ def test_published_artifacts_are_whole_and_readable_by_other_workers(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no staging folder left behind"
     assert _mode(second.directory) == 0o755
     assert {_mode(p) for p in second.directory.iterdir()} == {0o644}
+
+
+def test_an_artifact_changed_after_its_report_is_not_published(tmp_path):
+    import pytest
+
+    from quantmill.exporters.artifact import ArtifactChanged, verify_artifact
+
+    model = tmp_path / "m.bin"
+    model.write_bytes(b"weights")
+    published = export_artifact(model, (model,), tmp_path / "published", {})
+    verify_artifact(published.path, published.sha256)
+    published.path.write_bytes(b"overwritten by another run")
+    with pytest.raises(ArtifactChanged, match="differs from the reported"):
+        verify_artifact(published.path, published.sha256)
