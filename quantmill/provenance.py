@@ -27,11 +27,12 @@ def tool_versions() -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """Return a sha256 over quantmill's own source and the versions of the libraries that
-    shape its results, so a cached result is not reused after either changes."""
-    root = Path(__file__).resolve().parent
-    sources = sha256_files(root.rglob("*.py"), root)
-    return fingerprint((sources, tool_versions()))
+    """Return a sha256 over quantmill's own source (the core, and the tasks beside it whose
+    code makes the cached results) and the versions of the libraries that shape its
+    results, so a cached result is not reused after either changes."""
+    root = Path(__file__).resolve().parent.parent
+    files = [p for folder in ("quantmill", "tasks") for p in (root / folder).rglob("*.py")]
+    return fingerprint((sha256_files(files, root), tool_versions()))
 
 
 def artifact_metadata(

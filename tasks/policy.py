@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from datetime import timedelta
 
 from prefect.cache_policies import NO_CACHE
@@ -14,6 +15,8 @@ from quantmill.provenance import code_version
 # Cheap steps, and steps whose results are measurements (benchmarks) or hold arrays, run
 # every time: a benchmark figure is always measured in the run that reports it.
 EPHEMERAL = {"cache_policy": NO_CACHE, "persist_result": False}
+
+_LASTING_OS_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG}
 
 # Results are stored as JSON, never pickled, so reading a cache record cannot run code.
 _CACHE_DAYS = 30
@@ -54,8 +57,9 @@ def transient(task, task_run, state) -> bool:
         return False
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError):
         return False
-    except (OSError, TimeoutError):
-        return True
+    except OSError as err:
+        # A full disk, a read-only or over-quota filesystem stays that way for the retry.
+        return err.errno not in _LASTING_OS_ERRORS
     except Exception as err:
         # MLflow wraps server-side 5xx and unreachable stores in MlflowException; botocore
         # raises its own connection errors and ClientError for S3's 5xx.

@@ -19,6 +19,7 @@ from quantmill.atomic import atomic_file
 from quantmill.data import Dataset
 from quantmill.formats.base import CONSERVATIVE, FALLBACK, Format, NoOptions, Step
 from quantmill.hardware import Hardware
+from quantmill.hashing import fingerprint, sha256_tree
 from quantmill.inspection import QUANTIZABLE_OPS, inspect_model
 from quantmill.models.base import Model
 from quantmill.sensitivity import GroupScore, exclusion_sets, node_groups, scan
@@ -76,7 +77,7 @@ def preprocessed(model_path: Path, cache_dir: Path) -> Path:
     # optimization, so that the quantizer sees fused, fully shaped nodes.
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepared = cache_dir / f"{model_path.stem}.preprocessed.onnx"
+    prepared = cache_dir / f"{sha256_tree(model_path)[:16]}.preprocessed.onnx"
     if not prepared.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         with atomic_file(prepared) as tmp:
@@ -157,25 +158,29 @@ class OnnxStatic(_OnnxFormat):
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                    "percentile": CalibrationMethod.Percentile}
         reader = _Reader(calibration)
-        quantize_static(
-            preprocessed(model.path, workdir), out, reader,
-            quant_format=QuantFormat.QDQ,
-            # Weighted ops only (Gather for embedding tables): quantizing Add/Softmax lets
-            # the attention mask's huge negative constant set the scale and wipes out the
-            # attention scores.
-            op_types_to_quantize=sorted(QUANTIZABLE_OPS | {"Gather"}),
-            # onnxruntime's advice for x86 without VNNI: 7-bit weights avoid int16
-            # saturation in the u8*s8 kernels.
-            reduce_range=options.reduce_range,
-            per_channel=options.per_channel,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=list(options.nodes_to_exclude) or None,
-            nodes_to_quantize=None if options.nodes_to_quantize is None else list(options.nodes_to_quantize),
-            calibrate_method=methods[options.calibration_method],
-            calibration_cache_path=workdir / f"ranges-{options.calibration_method}-{calibration.sha256[:12]}.json",
-            extra_options={"CalibMovingAverage": False},
-        )
+        prepared = preprocessed(model.path, workdir)
+        # Ranges depend on the graph, the samples and the method, and on nothing else.
+        ranges = workdir / f"ranges-{fingerprint((prepared, calibration, options.calibration_method))[:16]}.json"
+        with atomic_file(out) as tmp:
+            quantize_static(
+                prepared, tmp, reader,
+                quant_format=QuantFormat.QDQ,
+                # Weighted ops only (Gather for embedding tables): quantizing Add/Softmax lets
+                # the attention mask's huge negative constant set the scale and wipes out the
+                # attention scores.
+                op_types_to_quantize=sorted(QUANTIZABLE_OPS | {"Gather"}),
+                # onnxruntime's advice for x86 without VNNI: 7-bit weights avoid int16
+                # saturation in the u8*s8 kernels.
+                reduce_range=options.reduce_range,
+                per_channel=options.per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(options.nodes_to_exclude) or None,
+                nodes_to_quantize=None if options.nodes_to_quantize is None else list(options.nodes_to_quantize),
+                calibrate_method=methods[options.calibration_method],
+                calibration_cache_path=ranges,
+                extra_options={"CalibMovingAverage": False},
+            )
         return out
 
     def sensitivity(
@@ -220,10 +225,11 @@ class OnnxDynamic(_OnnxFormat):
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         out = self.output_path(model, options, calibration, workdir)
-        quantize_dynamic(
-            preprocessed(model.path, workdir), out, weight_type=QuantType.QInt8, per_channel=options.per_channel,
-            reduce_range=options.reduce_range, nodes_to_exclude=list(options.nodes_to_exclude) or None,
-        )
+        with atomic_file(out) as tmp:
+            quantize_dynamic(
+                preprocessed(model.path, workdir), tmp, weight_type=QuantType.QInt8, per_channel=options.per_channel,
+                reduce_range=options.reduce_range, nodes_to_exclude=list(options.nodes_to_exclude) or None,
+            )
         return out
 
 

@@ -12,6 +12,7 @@ import onnxruntime as ort
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
+from quantmill.atomic import atomic_file
 from quantmill.calibration import input_features
 from quantmill.data import Dataset, load_dataset
 from quantmill.errors import InputError
@@ -92,7 +93,8 @@ class OnnxKind(ModelKind):
             digest = hashlib.sha256(full.SerializeToString(deterministic=True)).hexdigest()
             path = workdir / f"{digest[:16]}.onnx"
             if not path.exists():
-                onnx.save(full, str(path))
+                with atomic_file(path) as tmp:
+                    onnx.save(full, str(tmp))
         return onnx_model(path, uri, name, version, self.name, sha256_file(path))
 
     def from_registry(self, local: Path, flavors: dict, uri: str, name: str, version: str, workdir: Path) -> Model:

@@ -3,8 +3,10 @@ versions carrying an alias, files logged by a run; and tagging a version."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from quantmill.errors import InputError
 from quantmill.tracking.client import client, tracking_uri
 
 REGISTRY_SCHEME = "models:/"
+_NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 
 
@@ -32,10 +35,22 @@ def download_registered_model(uri: str, dest: Path) -> tuple[Path, str, str]:
             else registry.get_model_version_by_alias(name, match["alias"])
         )
     except MlflowException as err:
+        # Only "no such model or version" is the user's to fix; a store that is down or
+        # answering 5xx passes through, to be retried.
+        if err.error_code not in _NOT_FOUND:
+            raise
         raise InputError(uri, f"not in the MLflow registry at {tracking_uri()} ({err.message.splitlines()[0]})") from None
     local = dest / f"{name}-v{version.version}"
-    if not (local / "MLmodel").exists():
-        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}", dst_path=str(local))
+    if not local.exists():
+        # Downloaded beside its place and renamed in whole: an interrupted download leaves
+        # no folder that a later run would take for the model.
+        dest.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{local.name}.", dir=dest))
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}", dst_path=str(staging))
+            os.replace(staging, local)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return local, name, str(version.version)
 
 

@@ -157,7 +157,7 @@ def test_registry_to_production_and_the_monthly_sweep(live, digits, tmp_path):
 
         # S3 stopped for a few seconds just as a new version's run starts (the run fetches
         # the model through MLflow's artifact proxy from S3): retries carry it through.
-        second = _register(digits, "digits-b", stack)
+        _register(digits, "digits-b", stack)
         run = _wait_for(lambda: [r for r in _deployment_runs(prefect) if r.id not in (first.id, again.id)], 120,
                         "the digits-b run", stack)[0]
         _wait_for(lambda: prefect.read_flow_run(run.id).state.is_running(), 120, "the digits-b run starting", stack)
