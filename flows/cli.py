@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     webhook = commands.add_parser("webhook", help="the MLflow registry webhook that starts quantize-model runs")
     action = webhook.add_subparsers(dest="webhook_command", required=True)
     serve = action.add_parser("serve", help="receive MLflow's webhook deliveries and emit Prefect events")
-    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback; 0.0.0.0 for a container network)")
     serve.add_argument("--port", type=int, default=8765)
     register = action.add_parser("register", help="create or update the MLflow webhook pointing at the receiver")
     register.add_argument("url", help="the receiver's URL as MLflow's server reaches it, e.g. http://quantmill-webhook:8765/")

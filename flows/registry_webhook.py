@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prefect.events import Event
@@ -35,6 +36,8 @@ from quantmill.tracking.registry import model_version_tags, tag_model_version
 
 SECRET_ENV = "QUANTMILL_WEBHOOK_SECRET"
 _MAX_BODY = 1 << 20
+SOCKET_TIMEOUT_S = 10
+MAX_CONNECTIONS = 16
 logger = logging.getLogger("quantmill.webhook")
 
 
@@ -83,16 +86,45 @@ async def _emit(request: QuantizeRequest) -> None:
         await events.emit(event)
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    # At most MAX_CONNECTIONS deliveries in flight; further connections wait in the listen
+    # backlog instead of each getting a thread.
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request, client_address) -> None:
+        self._slots.acquire()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def serve(host: str, port: int, secret: str) -> ThreadingHTTPServer:
     """Return a started-on-demand HTTP server (call serve_forever) that handles MLflow's
-    webhook POSTs on any path."""
+    webhook POSTs on any path: 411 without a usable Content-Length and 413 above 1 MiB,
+    both before reading the body; a socket timeout; at most MAX_CONNECTIONS at once."""
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = SOCKET_TIMEOUT_S
+
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > _MAX_BODY:
-                return self._reply(413, "body too large")
-            body = self.rfile.read(length)
+            declared = self.headers.get("Content-Length", "")
+            if not (declared.isascii() and declared.isdigit()):
+                return self._reply(411, "a Content-Length of 0 or more bytes is required")
+            if int(declared) > _MAX_BODY:
+                return self._reply(413, f"body over {_MAX_BODY} bytes")
+            body = self.rfile.read(int(declared))
             try:
                 status, message = handle_delivery(secret, dict(self.headers.items()), body)
             except Exception as err:  # noqa: BLE001 - any failure downstream: 503 so MLflow retries
@@ -108,13 +140,16 @@ def serve(host: str, port: int, secret: str) -> ThreadingHTTPServer:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            # The body of a refused request is never read, so the connection is not reused.
+            self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(data)
+            self.close_connection = True
 
         def log_message(self, format: str, *args) -> None:
             logger.info("%s " + format, self.address_string(), *args)
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return _BoundedServer((host, port), Handler)
 
 
 def secret_from_env() -> str:

@@ -30,6 +30,8 @@ REQUESTED = "quantmill.requested"
 WEBHOOK_EVENTS = ("model_version.created", "model_version_tag.set")
 _NAMESPACE = uuid.UUID("6f1d9e0a-7c43-4b8e-9a55-3f2d8c1b0e47")
 _MAX_CLOCK_SKEW_S = 300
+# Unix seconds have 10 digits until the year 2286.
+_MAX_STAMP_DIGITS = 12
 
 
 class WebhookRejected(QuantmillError):
@@ -103,12 +105,13 @@ def verify_delivery(secret: str, headers: dict[str, str], body: bytes, now: floa
     delivery, stamp, signature = (lowered.get(h) for h in ("x-mlflow-delivery-id", "x-mlflow-timestamp", "x-mlflow-signature"))
     if not (delivery and stamp and signature):
         raise WebhookRejected("webhook delivery without MLflow's delivery id, timestamp and signature headers")
-    try:
-        skew = abs((time.time() if now is None else now) - int(stamp))
-    except ValueError:
-        raise WebhookRejected(f"webhook timestamp {stamp!r} is not a Unix time") from None
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= _MAX_STAMP_DIGITS):
+        raise WebhookRejected(f"webhook timestamp {stamp[:32]!r} is not a Unix time")
+    skew = abs((time.time() if now is None else now) - int(stamp))
     if skew > _MAX_CLOCK_SKEW_S:
         raise WebhookRejected(f"webhook timestamp {stamp} is {skew:.0f} s away from now (replay?)")
+    if not (signature.isascii() and delivery.isascii()):
+        raise WebhookRejected("webhook signature or delivery id is not ASCII")
     digest = hmac.new(secret.encode(), f"{delivery}.{stamp}.".encode() + body, hashlib.sha256).digest()
     expected = "v1," + base64.b64encode(digest).decode()
     if not hmac.compare_digest(expected, signature):

@@ -11,6 +11,7 @@ constraints.txt, so converter and quantizer come from one llama.cpp tree.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from quantmill.atomic import atomic_file
 from quantmill.data import Dataset
-from quantmill.errors import FormatUnavailable
+from quantmill.errors import FormatUnavailable, InputError
 from quantmill.formats.base import FALLBACK, Format, Step
 from quantmill.hardware import Hardware
 from quantmill.models.base import Model
@@ -61,9 +62,11 @@ def llama_cpp_source() -> Path:
 def convert_to_gguf(model_dir: Path, out_path: Path) -> Path:
     """Convert the Hugging Face directory model_dir to an F16 GGUF at out_path (atomically).
 
-    Raises FormatUnavailable without the converter; RuntimeError with the converter's last
-    error line when it fails, or when it runs past CONVERT_TIMEOUT_S.
+    Raises InputError for a model that ships its own code; FormatUnavailable without the
+    converter; RuntimeError with the converter's last error line when it fails, or when it
+    runs past CONVERT_TIMEOUT_S.
     """
+    _refuse_model_code(model_dir)
     source = llama_cpp_source()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source / "gguf-py"), os.environ.get("PYTHONPATH", "")])}
     with atomic_file(out_path) as tmp:
@@ -77,6 +80,20 @@ def convert_to_gguf(model_dir: Path, out_path: Path) -> Path:
         if done.returncode != 0:
             raise RuntimeError(f"convert_hf_to_gguf.py failed on {model_dir}: {_last_line(done.stderr)}")
     return out_path
+
+
+def _refuse_model_code(model_dir: Path) -> None:
+    # llama.cpp's converter loads some architectures' tokenizers with trust_remote_code=True;
+    # a model that ships code of its own (auto_map) would have it run, so it is not converted.
+    for name in ("config.json", "tokenizer_config.json"):
+        path = model_dir / name
+        try:
+            config = json.loads(path.read_text()) if path.is_file() else {}
+        except ValueError:
+            raise InputError(path, "not valid JSON") from None
+        if isinstance(config, dict) and config.get("auto_map"):
+            raise InputError(path, f"the model ships its own code (auto_map: {sorted(config['auto_map'])}); "
+                                   "llama.cpp's converter could run it, so quantmill does not convert it")
 
 
 def quantize_gguf(f16_path: Path, out_path: Path, scheme: str) -> Path:

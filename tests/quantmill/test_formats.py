@@ -97,3 +97,14 @@ def test_table_round_trip_and_the_shipped_table_loads(tmp_path):
     shipped = load_table(Path(__file__).resolve().parents[2] / "benchmark_tables")
     assert {r.family for r in shipped} >= {"cnn", "transformer-encoder", "decoder-lm"}
     assert all(r.source for r in shipped) and {r.format for r in shipped} <= set(FORMATS)
+
+
+def test_a_model_shipping_its_own_code_is_not_converted(tmp_path):
+    from quantmill.errors import InputError
+    from quantmill.formats.gguf import convert_to_gguf
+
+    (tmp_path / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (tmp_path / "tokenizer_config.json").write_text('{"auto_map": {"AutoTokenizer": ["tok.Custom", null]}}')
+    with pytest.raises(InputError, match="ships its own code .auto_map: .'AutoTokenizer'..; llama.cpp's converter"):
+        convert_to_gguf(tmp_path, tmp_path / "out.gguf")
+    assert not (tmp_path / "out.gguf").exists()
