@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from quantmill.attempts import Attempt
 from quantmill.calibration import FAIL, WARN, CalibrationVerdict
 from quantmill.metrics import Budget
+from quantmill.speed import FASTER, MARGIN, SLOWER, compare
 
 PASSED, FAILED, MANUAL_REVIEW = "passed", "failed", "manual_review"
 
@@ -30,8 +31,9 @@ def decide(
 
     failed: the calibration data failed validation, or no attempt met the accuracy budget.
     manual_review: the best attempt met the budget but the calibration data only warned,
-    or it was not measured faster than the full-precision baseline on this hardware (by
-    the runtime's headline figure: throughput at batch 32, or decode tokens/s).
+    or it was not measured faster than the full-precision baseline on this hardware beyond
+    the noise (speed.compare on the runtime's headline figure, round by round: throughput
+    at batch 32, or decode tokens/s): slower, or no measurable speedup.
     passed: otherwise, naming the first attempt within budget.
     """
     if calibration.status == FAIL:
@@ -52,10 +54,15 @@ def decide(
     if chosen.benchmark is None or chosen.baseline is None:
         review.append("not benchmarked")
     else:
-        value, label = chosen.benchmark.headline()
-        ratio = value / chosen.baseline.headline()[0]
-        line = f"{ratio:.2f}x the full-precision baseline's {label} ({chosen.baseline_format}, same runtime) on {hardware}"
-        (review if ratio < 1.0 else reasons).append(("slower than full precision: " if ratio < 1.0 else "") + line)
+        speed = compare(chosen.benchmark.headline_rounds(), chosen.baseline.headline_rounds())
+        line = (f"{speed.describe()} the full-precision baseline's {chosen.benchmark.headline()[1]} "
+                f"({chosen.baseline_format}, same runtime) on {hardware}")
+        if speed.verdict == FASTER:
+            reasons.append("faster: " + line)
+        elif speed.verdict == SLOWER:
+            review.append("slower than full precision: " + line)
+        else:
+            review.append(f"no measurable speedup (the interval does not clear {1 + MARGIN:.2f}x): " + line)
     if review:
         return GateDecision(MANUAL_REVIEW, tuple(reasons + review), chosen.index)
     return GateDecision(PASSED, tuple(reasons), chosen.index)

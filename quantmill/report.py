@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +20,7 @@ from quantmill.hardware import Hardware
 from quantmill.metrics import Budget
 from quantmill.models import Model
 from quantmill.sensitivity import GroupScore
+from quantmill.speed import compare
 
 REPORT_FILE = "report.json"
 
@@ -98,10 +100,11 @@ def _throughput_ratios(bench: object, baseline: object) -> dict[str, float] | No
 
 def _attempt(attempt: Attempt, budget: Budget) -> dict:
     ev, bench, baseline = attempt.evaluation, attempt.benchmark, attempt.baseline
-    speedup = per_batch = None
+    speedup = per_batch = speed = None
     if bench is not None and baseline is not None:
         speedup = bench.headline()[0] / baseline.headline()[0]
         per_batch = _throughput_ratios(bench, baseline)
+        speed = compare(bench.headline_rounds(), baseline.headline_rounds())
     description = attempt.options.describe()
     return {
         "index": attempt.index,
@@ -124,9 +127,15 @@ def _attempt(attempt: Attempt, budget: Budget) -> dict:
         "headline_value": None if bench is None else bench.headline()[0],
         "baseline_format": attempt.baseline_format,
         "speedup_vs_baseline": speedup,
+        "speedup_ci": None if speed is None else [_finite(speed.low), _finite(speed.high)],
+        "speed_verdict": None if speed is None else speed.verdict,
         "throughput_ratio_vs_fp32": per_batch,
         "size_ratio_vs_fp32": None if baseline is None else attempt.artifact.size_bytes / baseline.size_bytes,
     }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def write_report(report: dict, out_dir: Path) -> Path:
@@ -148,7 +157,8 @@ def render_summary(report: dict) -> str:
         f"{cal['in_range_fraction']:.2%} of eval values in range",
     ]
     baseline = report["baseline"]["benchmark"]
-    header = f"{'#':>2}  {'attempt':<56} {'metric':>9} {'drop':>7} {'size MB':>8} {'speed':>9} {'x base':>7}"
+    header = (f"{'#':>2}  {'attempt':<56} {'metric':>9} {'drop':>7} {'size MB':>8} {'speed':>9} {'x base':>7} "
+              f"{'95% CI':>11}")
     lines += ["", header, "-" * len(header)]
     if baseline is not None:
         first = report["attempts"][0] if report["attempts"] else None
@@ -160,10 +170,12 @@ def render_summary(report: dict) -> str:
     for a in report["attempts"]:
         speed = f"{a['headline_value']:.1f}" if a["headline_value"] is not None else "-"
         ratio = f"{a['speedup_vs_baseline']:.2f}" if a["speedup_vs_baseline"] else "-"
+        ci = a.get("speedup_ci") or [None, None]
+        interval = f"{ci[0]:.2f}-{ci[1]:.2f}" if None not in ci else "-"
         mark = "*" if a["index"] == gate["chosen_attempt"] else " "
         lines.append(
             f"{a['index']:>2}{mark} {a['description'][:56]:<56} {a['quantized_metric']:>9.2f} {a['accuracy_drop']:>7.2f} "
-            f"{a['size_bytes'] / 1e6:>8.2f} {speed:>9} {ratio:>7}"
+            f"{a['size_bytes'] / 1e6:>8.2f} {speed:>9} {ratio:>7} {interval:>11}"
         )
     for failure in report.get("failures", []):
         lines.append(f"{'x':>2}  {failure['format']:<56} failed: {failure['reason'][:80]}")

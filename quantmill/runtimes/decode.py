@@ -8,12 +8,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from quantmill.measure import memory_bandwidth_bytes_per_s
 
 PROMPT_TOKENS = 128
+# Interleaved rounds: enough paired ratios for a confidence interval (quantmill/speed.py).
+ROUNDS = 3
 # A fixed number of tokens per model; a worker still running after this long is hung.
 WORKER_TIMEOUT_S = 1800
 
@@ -23,7 +27,8 @@ class LMBenchmark:
     """One language model on this machine: load time (ms), prompt processing and decode
     throughput (tokens/s), peak RSS (bytes), size on disk, bytes of weights read per
     decoded token, the decode bound (tokens/s) at the measured bandwidth, and the fraction
-    of it reached."""
+    of it reached: medians over interleaved rounds, each in a fresh process; and each
+    round's decode tokens/s, in round order."""
 
     load_ms: float
     prompt_tokens_per_s: float
@@ -33,32 +38,56 @@ class LMBenchmark:
     bytes_per_token: int
     decode_bound_tokens_per_s: float
     fraction_of_bound: float
+    decode_rounds: list[float] = field(default_factory=list)
 
     def headline(self) -> tuple[float, str]:
         """Return the figure the gate compares with the baseline, and its name."""
         return self.decode_tokens_per_s, "decode tokens/s"
 
+    def headline_rounds(self) -> list[float]:
+        """Return the decode tokens/s of each round, in the order the rounds ran."""
+        return self.decode_rounds
 
-def benchmark_in_workers(module: str, models: dict[str, Path], prompt_tokens: int, decode_tokens: int) -> dict[str, LMBenchmark]:
-    """Return an LMBenchmark per labelled model, each measured by `python -m module MODEL
-    PROMPT DECODE` in a fresh process, which prints one JSON object (with bytes_per_token).
+
+def benchmark_in_workers(
+    module: str, models: dict[str, Path], prompt_tokens: int, decode_tokens: int, rounds: int = ROUNDS,
+) -> dict[str, LMBenchmark]:
+    """Return an LMBenchmark per labelled model, the models taking turns over rounds, each
+    measurement by `python -m module MODEL PROMPT DECODE` in a fresh process, which prints
+    one JSON object (with bytes_per_token).
 
     Raises RuntimeError with the worker's last error line when a worker fails, or when it
     runs past WORKER_TIMEOUT_S.
     """
     bandwidth = memory_bandwidth_bytes_per_s()
+    runs: dict[str, list[dict]] = {label: [] for label in models}
+    for _ in range(rounds):
+        for label, path in models.items():
+            runs[label].append(_run_worker(module, path, prompt_tokens, decode_tokens))
     results = {}
-    for label, path in models.items():
-        try:
-            done = subprocess.run(
-                [sys.executable, "-m", module, str(path), str(prompt_tokens), str(decode_tokens)],
-                capture_output=True, text=True, check=False, timeout=WORKER_TIMEOUT_S,
-            )
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"{module} benchmark of {path} ran past {WORKER_TIMEOUT_S} s") from None
-        if done.returncode != 0:
-            raise RuntimeError(f"{module} benchmark of {path} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
-        raw = json.loads(done.stdout.strip().splitlines()[-1])
-        bound = bandwidth / raw["bytes_per_token"]
-        results[label] = LMBenchmark(**raw, decode_bound_tokens_per_s=bound, fraction_of_bound=raw["decode_tokens_per_s"] / bound)
+    for label, measured in runs.items():
+        decode = [r["decode_tokens_per_s"] for r in measured]
+        per_token = measured[0]["bytes_per_token"]
+        bound = bandwidth / per_token
+        median_decode = float(np.median(decode))
+        results[label] = LMBenchmark(
+            load_ms=float(np.median([r["load_ms"] for r in measured])),
+            prompt_tokens_per_s=float(np.median([r["prompt_tokens_per_s"] for r in measured])),
+            decode_tokens_per_s=median_decode, peak_rss_bytes=max(r["peak_rss_bytes"] for r in measured),
+            size_bytes=measured[0]["size_bytes"], bytes_per_token=per_token, decode_bound_tokens_per_s=bound,
+            fraction_of_bound=median_decode / bound, decode_rounds=decode,
+        )
     return results
+
+
+def _run_worker(module: str, path: Path, prompt_tokens: int, decode_tokens: int) -> dict:
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", module, str(path), str(prompt_tokens), str(decode_tokens)],
+            capture_output=True, text=True, check=False, timeout=WORKER_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{module} benchmark of {path} ran past {WORKER_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} benchmark of {path} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,8 @@ from quantmill.measure import peak_rss_bytes
 
 BATCH_SIZES = (1, 32)
 MIN_ITERATIONS = 10
+# Interleaved rounds: enough paired ratios for a confidence interval (quantmill/speed.py).
+ROUNDS = 5
 MAX_ITERATIONS = 500
 EVAL_BATCH = 64
 # One model's timed loop is bounded by MAX_ITERATIONS and the seconds per batch; a worker
@@ -43,7 +45,8 @@ class Benchmark:
     """Measured on one model: load and cold first-inference time (ms), warm latency
     percentiles per batch size (ms), throughput per batch size (samples/s), the worker's
     peak resident memory and its growth over the pre-load baseline (bytes), file size, and
-    the timed iterations summed over rounds."""
+    the timed iterations summed over rounds; and each round's throughput per batch size, in
+    round order, which the speed comparison pairs with the baseline's round by round."""
 
     load_ms: float
     cold_ms: float
@@ -54,14 +57,19 @@ class Benchmark:
     size_bytes: int
     iterations: dict[str, int]
     rounds: int
+    throughput_rounds: dict[str, list[float]] = field(default_factory=dict)
 
     def headline(self) -> tuple[float, str]:
         """Return the figure the gate compares with the baseline, and its name."""
         return self.throughput["32"], "samples/s at batch 32"
 
+    def headline_rounds(self) -> list[float]:
+        """Return the headline figure of each round, in the order the rounds ran."""
+        return self.throughput_rounds.get("32", [])
+
 
 def benchmark_models(
-    models: dict[str, Path], data: Dataset, seconds_per_batch: float = 1.0, rounds: int = 3,
+    models: dict[str, Path], data: Dataset, seconds_per_batch: float = 1.0, rounds: int = ROUNDS,
     provider: str = "CPUExecutionProvider",
 ) -> dict[str, Benchmark]:
     """Return a Benchmark for each labelled model, the models taking turns for rounds rounds
@@ -94,6 +102,7 @@ def _median(results: list[dict]) -> Benchmark:
         size_bytes=results[0]["size_bytes"],
         iterations={b: sum(r["iterations"][b] for r in results) for b in batches},
         rounds=len(results),
+        throughput_rounds={b: [r["throughput"][b] for r in results] for b in batches},
     )
 
 

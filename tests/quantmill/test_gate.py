@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from quantmill.attempts import Attempt
 from quantmill.calibration import CalibrationVerdict
 from quantmill.exporters.artifact import ExportedArtifact
@@ -15,8 +17,10 @@ def _verdict(status="pass"):
     return CalibrationVerdict(status, 100, 100, 0.1, 0.5, 4, 0, "x", 1.0, 1.0, "a", "b", ("why",) if status != "pass" else ())
 
 
-def _bench(throughput):
-    return Benchmark(1.0, 1.0, {}, {"1": throughput, "32": throughput}, 1, 1, 1, {}, 1)
+def _bench(throughput, spread=0.01):
+    # Five interleaved rounds a little apart, as a real run gives.
+    rounds = [throughput * (1 + spread * k) for k in (-2, -1, 0, 1, 2)]
+    return Benchmark(1.0, 1.0, {}, {"1": throughput, "32": throughput}, 1, 1, 1, {}, 5, {"32": rounds})
 
 
 def _attempt(index, drop, throughput):
@@ -30,7 +34,8 @@ def test_first_attempt_within_budget_and_faster_passes():
     decision = decide(_verdict(), (_attempt(1, 2.0, 300), _attempt(2, 0.5, 200)), POINTS, "cpu")
     assert decision.status == PASSED and decision.chosen_attempt == 2
     assert "within the budget of 1 points" in decision.reasons[0]
-    assert "2.00x the full-precision baseline's samples/s at batch 32 (onnx-fp32, same runtime)" in decision.reasons[-1]
+    assert decision.reasons[-1].startswith("faster: 2.00x (95% CI")
+    assert "the full-precision baseline's samples/s at batch 32 (onnx-fp32, same runtime)" in decision.reasons[-1]
 
 
 def test_no_attempt_within_budget_fails_in_the_budgets_unit():
@@ -42,8 +47,32 @@ def test_no_attempt_within_budget_fails_in_the_budgets_unit():
 
 
 def test_slower_than_fp32_or_warned_calibration_needs_review():
-    assert decide(_verdict(), (_attempt(1, 0.1, 90),), POINTS, "cpu").status == MANUAL_REVIEW
+    slower = decide(_verdict(), (_attempt(1, 0.1, 90),), POINTS, "cpu")
+    assert slower.status == MANUAL_REVIEW and "slower than full precision" in slower.reasons[-1]
     assert decide(_verdict("warn"), (_attempt(1, 0.1, 300),), POINTS, "cpu").status == MANUAL_REVIEW
+
+
+def test_a_speedup_within_the_noise_is_not_called_faster():
+    # 1.05x by the medians, but rounds spread by 8 % each: the interval reaches below 1.02x.
+    noisy = _attempt(1, 0.1, 105)
+    noisy = Attempt(noisy.index, noisy.format, noisy.options, noisy.reason, noisy.artifact, noisy.evaluation,
+                    _bench(105, spread=0.08), "onnx-fp32", _bench(100))
+    decision = decide(_verdict(), (noisy,), POINTS, "cpu")
+    assert decision.status == MANUAL_REVIEW
+    assert decision.reasons[-1].startswith("no measurable speedup (the interval does not clear 1.02x)")
+
+
+def test_the_speed_interval_is_the_paired_t_interval():
+    from quantmill.speed import FASTER, NO_DIFFERENCE, SLOWER, compare
+
+    base = [100.0, 90.0, 110.0, 100.0, 95.0]
+    steady = compare([1.5 * b for b in base], base)
+    assert steady.ratio == pytest.approx(1.5) and steady.low == pytest.approx(1.5) and steady.verdict == FASTER
+    # The machine's slow spells hit both models alike: pairing removes them.
+    paired = compare([1.2 * b * f for b, f in zip(base, (1.01, 0.99, 1.0, 1.02, 0.98))], base)
+    assert paired.verdict == FASTER and 1.15 < paired.low < 1.2 < paired.high < 1.25
+    assert compare([0.8 * b for b in base], base).verdict == SLOWER
+    assert compare([120.0], [100.0]).verdict == NO_DIFFERENCE, "one round has no interval"
 
 
 def test_failed_calibration_fails_whatever_the_attempts():
