@@ -200,13 +200,12 @@ def test_a_language_model_through_its_trigger_the_cpu_pool_and_the_sweep(live, t
     import shutil
     import sys
 
-    import mlflow
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
     from quantmill.models import register_source_model
     from quantmill.tracking.client import client as mlflow_client
-    from quantmill.tracking.registry import tag_model_version
+    from quantmill.tracking.registry import register_folder, tag_model_version
     from quantmill.tracking.webhooks import ensure_registry_webhook
 
     stack = live
@@ -234,7 +233,8 @@ def test_a_language_model_through_its_trigger_the_cpu_pool_and_the_sweep(live, t
             # At 5.5M parameters decode speed is within noise; a reviewer who accepts a
             # manual_review result registers the run's chosen artifact, as from MLflow's UI.
             assert report["gate"]["status"] == "manual_review", report["gate"]
-            quantized = mlflow.register_model(f"runs:/{run_id}/chosen_artifact", "tiny-llama-quantized").version
+            quantized = register_folder("tiny-llama-quantized", f"{registry.get_run(run_id).info.artifact_uri}/chosen_artifact",
+                                        run_id)
 
         # The sweep: the model's fresh text is English legal prose, not Python.
         prose = tmp_path / "recent.txt"
