@@ -13,6 +13,7 @@ from quantmill.benchmark_table import SHIPPED_TABLE_DIR
 from quantmill.calibration import FAIL
 from quantmill.formats import Step, baseline_for, baselines_for, get_format
 from quantmill.formats.base import NoOptions
+from quantmill.gate import chosen_attempt
 from quantmill.metrics import budget_for
 from quantmill.models import Model
 from quantmill.provenance import artifact_metadata
@@ -132,12 +133,15 @@ def quantize_model(
             bases = dict.fromkeys([baseline_format, *(a.baseline_format for a in attempts)])
             models = {name: (name, quantize_attempt(name, ref, NoOptions(), None, work)) for name in bases}
             models |= {str(a.index): (a.format, a.artifact.path) for a in attempts}
+            shipping = chosen_attempt(attempts, budget)
+            judged = None if shipping is None else (str(shipping.index), shipping.baseline_format)
             if benchmark_on is None:
-                measured = [benchmark_task(target, models, evaluation, benchmark_seconds)]
+                measured = [benchmark_task(target, models, evaluation, benchmark_seconds, judged)]
             else:
                 parameters = {
                     "model": ref.to_dict(), "eval_data": str(Path(eval_data).resolve()), "benchmark_seconds": benchmark_seconds,
                     "models": {label: {"format": name, "path": str(path)} for label, (name, path) in models.items()},
+                    "judged": None if judged is None else list(judged),
                 }
                 futures = [benchmark_on_pool_task.submit(t, {**parameters, "target": t}, worker_wait_seconds)
                            for t in dict.fromkeys([target, *benchmark_on])]

@@ -48,11 +48,13 @@ class TargetBenchmarks:
 
 def benchmark_target(
     target: str, models: dict[str, tuple[str, Path]], data: Dataset, seconds_per_batch: float = 1.0,
+    judged: tuple[str, str] | None = None,
 ) -> TargetBenchmarks:
     """Return the labelled models, each given as (runtime name, path), measured on this
     machine for target, the models of one runtime taking turns in one session of its
-    harness; or, when this worker cannot run target or one of the runtimes on it, a
-    TargetBenchmarks with the reason and no figures.
+    harness, which measures until judged (the label of the attempt the gate will judge, and
+    its baseline's) is settled beyond the noise; or, when this worker cannot run target or
+    one of the runtimes on it, a TargetBenchmarks with the reason and no figures.
 
     Raises RuntimeError if a benchmark worker fails.
     """
@@ -67,6 +69,7 @@ def benchmark_target(
     measured = {}
     for name in used:
         group = {label: path for label, (runtime, path) in models.items() if runtime == name}
-        measured |= get_runtime(name).benchmark(group, data, target, seconds_per_batch)
+        pair = judged if judged is not None and set(judged) <= set(group) else None
+        measured |= get_runtime(name).benchmark(group, data, target, seconds_per_batch, pair)
     return TargetBenchmarks(target, {label: measured[label] for label in models}, hardware,
                             runtimes={label: runtime for label, (runtime, _) in models.items()})

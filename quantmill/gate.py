@@ -21,6 +21,11 @@ class GateDecision:
     chosen_attempt: int | None
 
 
+def chosen_attempt(attempts: tuple[Attempt, ...] | list[Attempt], budget: Budget) -> Attempt | None:
+    """Return the attempt that would ship: the first within budget, or None."""
+    return next((a for a in attempts if a.evaluation.accuracy_drop <= budget.value), None)
+
+
 def decide(
     calibration: CalibrationVerdict, attempts: tuple[Attempt, ...], budget: Budget, hardware: str,
 ) -> GateDecision:
@@ -38,12 +43,11 @@ def decide(
     """
     if calibration.status == FAIL:
         return GateDecision(FAILED, ("calibration data failed validation: " + "; ".join(calibration.reasons),), None)
-    within = [o for o in attempts if o.evaluation.accuracy_drop <= budget.value]
-    if not within:
+    chosen = chosen_attempt(attempts, budget)
+    if chosen is None:
         best = min(attempts, key=lambda o: o.evaluation.accuracy_drop, default=None)
         detail = f"; best was {best.format} at {best.evaluation.accuracy_drop:.2f} {budget.unit}" if best else ""
         return GateDecision(FAILED, (f"no attempt met the budget of {budget.describe()}{detail}",), None)
-    chosen = within[0]
     reasons = [
         f"{chosen.format}: {chosen.evaluation.metric_name} drop {chosen.evaluation.accuracy_drop:.2f} {budget.unit} "
         f"within the budget of {budget.describe()}"

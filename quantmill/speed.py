@@ -57,3 +57,13 @@ def compare(candidate: list[float], baseline: list[float], margin: float = MARGI
         low, high = math.exp(interval.low), math.exp(interval.high)
     verdict = FASTER if low >= 1.0 + margin else SLOWER if high < 1.0 else NO_DIFFERENCE
     return SpeedRatio(math.exp(mean), low, high, pairs, verdict)
+
+
+
+def settled(rounds: dict[str, list[float]], pair: tuple[str, str] | None) -> bool:
+    """Return whether the verdict of pair's model against its baseline (two labels of
+    rounds, each label's per-round figures) is faster or slower, so that more rounds would
+    not change it; True without a pair to judge."""
+    if pair is None or not all(label in rounds for label in pair):
+        return True
+    return compare(rounds[pair[0]], rounds[pair[1]]).verdict != NO_DIFFERENCE

@@ -25,11 +25,15 @@ _POLL_SECONDS = 2.0
 
 
 @task(name="benchmark", timeout_seconds=1800, **EPHEMERAL)
-def benchmark_task(target: str, models: dict[str, tuple[str, Path]], data: Dataset, seconds_per_batch: float) -> TargetBenchmarks:
+def benchmark_task(
+    target: str, models: dict[str, tuple[str, Path]], data: Dataset, seconds_per_batch: float,
+    judged: tuple[str, str] | None = None,
+) -> TargetBenchmarks:
     """Return the labelled models, each given as (format name, path), measured by their
-    formats' benchmark runners on this machine's hardware for target (or the reason it cannot)."""
+    formats' benchmark runners on this machine's hardware for target (or the reason it
+    cannot), until judged (the attempt the gate will judge, and its baseline) is settled."""
     runtimes = {label: (get_format(name).benchmark_runner().name, Path(path)) for label, (name, path) in models.items()}
-    return benchmark_target(target, runtimes, data, seconds_per_batch)
+    return benchmark_target(target, runtimes, data, seconds_per_batch, judged)
 
 
 @task(name="describe-hardware", **EPHEMERAL)

@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from quantmill.measure import memory_bandwidth_bytes_per_s
+from quantmill.speed import settled
 
 PROMPT_TOKENS = 128
-# Interleaved rounds: enough paired ratios for a confidence interval (quantmill/speed.py).
-ROUNDS = 3
+# Interleaved rounds: enough paired ratios for a confidence interval (quantmill/speed.py);
+# more, up to MAX_ROUNDS, while a verdict is still within the noise.
+ROUNDS, MAX_ROUNDS = 3, 9
 # A fixed number of tokens per model; a worker still running after this long is hung.
 WORKER_TIMEOUT_S = 1800
 
@@ -51,8 +53,11 @@ class LMBenchmark:
 
 def benchmark_in_workers(
     module: str, models: dict[str, Path], prompt_tokens: int, decode_tokens: int, rounds: int = ROUNDS,
+    pair: tuple[str, str] | None = None, max_rounds: int = MAX_ROUNDS,
 ) -> dict[str, LMBenchmark]:
-    """Return an LMBenchmark per labelled model, the models taking turns over rounds, each
+    """Return an LMBenchmark per labelled model, the models taking turns over rounds
+    rounds, and more, up to max_rounds, while the decode speed of pair's model (the attempt
+    the gate judges) against pair's baseline is still within the noise (speed.settled); each
     measurement by `python -m module MODEL PROMPT DECODE` in a fresh process, which prints
     one JSON object (with bytes_per_token).
 
@@ -61,9 +66,11 @@ def benchmark_in_workers(
     """
     bandwidth = memory_bandwidth_bytes_per_s()
     runs: dict[str, list[dict]] = {label: [] for label in models}
-    for _ in range(rounds):
+    done = 0
+    while done < rounds or (done < max_rounds and not settled(_decoded(runs), pair)):
         for label, path in models.items():
             runs[label].append(_run_worker(module, path, prompt_tokens, decode_tokens))
+        done += 1
     results = {}
     for label, measured in runs.items():
         decode = [r["decode_tokens_per_s"] for r in measured]
@@ -78,6 +85,10 @@ def benchmark_in_workers(
             fraction_of_bound=median_decode / bound, decode_rounds=decode,
         )
     return results
+
+
+def _decoded(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
+    return {label: [r["decode_tokens_per_s"] for r in measured] for label, measured in runs.items()}
 
 
 def _run_worker(module: str, path: Path, prompt_tokens: int, decode_tokens: int) -> dict:

@@ -26,11 +26,13 @@ import numpy as np
 
 from quantmill.data import Dataset
 from quantmill.measure import peak_rss_bytes
+from quantmill.speed import settled
 
 BATCH_SIZES = (1, 32)
 MIN_ITERATIONS = 10
-# Interleaved rounds: enough paired ratios for a confidence interval (quantmill/speed.py).
-ROUNDS = 5
+# Interleaved rounds: enough paired ratios for a confidence interval (quantmill/speed.py);
+# more, up to MAX_ROUNDS, while a verdict is still within the noise.
+ROUNDS, MAX_ROUNDS = 5, 15
 MAX_ITERATIONS = 500
 EVAL_BATCH = 64
 # One model's timed loop is bounded by MAX_ITERATIONS and the seconds per batch; a worker
@@ -70,10 +72,12 @@ class Benchmark:
 
 def benchmark_models(
     models: dict[str, Path], data: Dataset, seconds_per_batch: float = 1.0, rounds: int = ROUNDS,
-    provider: str = "CPUExecutionProvider",
+    provider: str = "CPUExecutionProvider", pair: tuple[str, str] | None = None, max_rounds: int = MAX_ROUNDS,
 ) -> dict[str, Benchmark]:
-    """Return a Benchmark for each labelled model, the models taking turns for rounds rounds
-    on the same feeds, run by ONNX Runtime's provider.
+    """Return a Benchmark for each labelled model, the models taking turns on the same
+    feeds, run by ONNX Runtime's provider: rounds rounds, and more, up to max_rounds, while
+    the speed of pair's model (the attempt the gate judges) against pair's baseline is
+    still within the noise (speed.settled).
 
     Raises RuntimeError with the worker's last error line if a worker fails or runs past WORKER_TIMEOUT_S.
     """
@@ -81,10 +85,16 @@ def benchmark_models(
     with tempfile.TemporaryDirectory(prefix="quantmill-bench-") as scratch:
         feeds = Path(scratch) / "feeds.npz"
         np.savez(feeds, **_feeds(data, max(BATCH_SIZES)))
-        for _ in range(rounds):
+        done = 0
+        while done < rounds or (done < max_rounds and not settled(_headlines(runs), pair)):
             for label, path in models.items():
                 runs[label].append(_run_worker(path, feeds, seconds_per_batch, provider))
+            done += 1
     return {label: _median(results) for label, results in runs.items()}
+
+
+def _headlines(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
+    return {label: [r["throughput"]["32"] for r in results] for label, results in runs.items()}
 
 
 def _median(results: list[dict]) -> Benchmark:
@@ -209,9 +219,12 @@ class OnnxRuntime:
         """Return the model's outputs on dataset (predict)."""
         return predict(path, dataset)
 
-    def benchmark(self, models: dict[str, Path], data: Dataset, target: str, seconds: float) -> dict[str, Benchmark]:
-        """Return a Benchmark per labelled model, measured on target's provider (benchmark_models)."""
-        return benchmark_models(models, data, seconds, provider=PROVIDERS[target])
+    def benchmark(
+        self, models: dict[str, Path], data: Dataset, target: str, seconds: float, pair: tuple[str, str] | None = None,
+    ) -> dict[str, Benchmark]:
+        """Return a Benchmark per labelled model, measured on target's provider
+        (benchmark_models; pair: the judged attempt's label and its baseline's)."""
+        return benchmark_models(models, data, seconds, provider=PROVIDERS[target], pair=pair)
 
 
 def main(argv: list[str]) -> int:

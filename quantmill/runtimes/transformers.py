@@ -53,9 +53,11 @@ class Transformers:
         """Return the logits on dataset's token windows."""
         return logits(path, dataset.inputs["input_ids"])
 
-    def benchmark(self, models: dict[str, Path], data: Dataset, target: str, seconds: float) -> dict[str, LMBenchmark]:
+    def benchmark(
+        self, models: dict[str, Path], data: Dataset, target: str, seconds: float, pair: tuple[str, str] | None = None,
+    ) -> dict[str, LMBenchmark]:
         """Return an LMBenchmark per labelled checkpoint folder, each in a fresh process."""
-        return benchmark_in_workers(__name__, models, PROMPT_TOKENS, DECODE_TOKENS)
+        return benchmark_in_workers(__name__, models, PROMPT_TOKENS, DECODE_TOKENS, pair=pair)
 
 
 def _measure(path: Path, prompt_tokens: int, decode_tokens: int) -> dict:

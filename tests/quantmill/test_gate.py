@@ -75,6 +75,16 @@ def test_the_speed_interval_is_the_paired_t_interval():
     assert compare([120.0], [100.0]).verdict == NO_DIFFERENCE, "one round has no interval"
 
 
+def test_benchmarks_go_on_while_the_judged_verdict_is_within_the_noise():
+    from quantmill.speed import settled
+
+    base = [100.0, 90.0, 110.0, 100.0, 95.0]
+    clear = {"1": [1.5 * b for b in base], "onnx-fp32": base, "2": [b * f for b, f in zip(base, (1.3, 0.8, 1.1, 0.9, 1.0))]}
+    assert settled(clear, ("1", "onnx-fp32")), "attempt 1 is clearly faster"
+    assert not settled(clear, ("2", "onnx-fp32")), "attempt 2 is within the noise: measure more"
+    assert settled(clear, None) and settled(clear, ("9", "onnx-fp32"))
+
+
 def test_failed_calibration_fails_whatever_the_attempts():
     assert decide(_verdict("fail"), (_attempt(1, 0.0, 300),), POINTS, "cpu").status == FAILED
 
