@@ -56,7 +56,7 @@ def benchmark_in_workers(
     pair: tuple[str, str] | None = None, max_rounds: int = MAX_ROUNDS,
 ) -> dict[str, LMBenchmark]:
     """Return an LMBenchmark per labelled model, the models taking turns over rounds
-    rounds, and more, up to max_rounds, while the decode speed of pair's model (the attempt
+    rounds, and more for pair's two models alone, up to max_rounds, while the decode speed of pair's model (the attempt
     the gate judges) against pair's baseline is still within the noise (speed.settled); each
     measurement by `python -m module MODEL PROMPT DECODE` in a fresh process, which prints
     one JSON object (with bytes_per_token).
@@ -68,8 +68,9 @@ def benchmark_in_workers(
     runs: dict[str, list[dict]] = {label: [] for label in models}
     done = 0
     while done < rounds or (done < max_rounds and not settled(_decoded(runs), pair)):
-        for label, path in models.items():
-            runs[label].append(_run_worker(module, path, prompt_tokens, decode_tokens))
+        # Extra rounds measure only the judged pair, still interleaved.
+        for label in models if done < rounds else pair:
+            runs[label].append(_run_worker(module, models[label], prompt_tokens, decode_tokens))
         done += 1
     results = {}
     for label, measured in runs.items():

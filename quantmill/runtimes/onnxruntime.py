@@ -75,9 +75,9 @@ def benchmark_models(
     provider: str = "CPUExecutionProvider", pair: tuple[str, str] | None = None, max_rounds: int = MAX_ROUNDS,
 ) -> dict[str, Benchmark]:
     """Return a Benchmark for each labelled model, the models taking turns on the same
-    feeds, run by ONNX Runtime's provider: rounds rounds, and more, up to max_rounds, while
-    the speed of pair's model (the attempt the gate judges) against pair's baseline is
-    still within the noise (speed.settled).
+    feeds, run by ONNX Runtime's provider: rounds rounds, and more for pair's two models
+    alone, up to max_rounds, while the speed of pair's model (the attempt the gate judges)
+    against pair's baseline is still within the noise (speed.settled).
 
     Raises RuntimeError with the worker's last error line if a worker fails or runs past WORKER_TIMEOUT_S.
     """
@@ -87,8 +87,9 @@ def benchmark_models(
         np.savez(feeds, **_feeds(data, max(BATCH_SIZES)))
         done = 0
         while done < rounds or (done < max_rounds and not settled(_headlines(runs), pair)):
-            for label, path in models.items():
-                runs[label].append(_run_worker(path, feeds, seconds_per_batch, provider))
+            # Extra rounds measure only the judged pair, still interleaved.
+            for label in models if done < rounds else pair:
+                runs[label].append(_run_worker(models[label], feeds, seconds_per_batch, provider))
             done += 1
     return {label: _median(results) for label, results in runs.items()}
 

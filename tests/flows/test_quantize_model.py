@@ -52,7 +52,8 @@ def test_digits_from_the_registry_end_to_end(digits, tmp_path, capsys):
     bench = attempt["benchmark"]
     assert bench["throughput"]["1"] > 0 and bench["latency_ms"]["32"]["p99"] >= bench["latency_ms"]["32"]["p50"]
     assert attempt["size_ratio_vs_fp32"] < 0.5
-    assert len(bench["throughput_rounds"]["32"]) == bench["rounds"] == 5
+    # 5 interleaved rounds, more for the judged attempt and its baseline while within the noise.
+    assert 5 <= len(bench["throughput_rounds"]["32"]) == bench["rounds"] <= 15
     low, high = attempt["speedup_ci"]
     assert low <= attempt["speedup_vs_baseline"] * 1.05 and high >= attempt["speedup_vs_baseline"] * 0.95
 
