@@ -119,3 +119,18 @@ class Format:
         # No MLflow flavor loads this format: the version points at the logged folder.
         return register_folder(name, logged_uri, mlflow.active_run().info.run_id)
 
+
+
+class AsGiven(Format):
+    """The model as it came, in full precision: a baseline, never a candidate; its
+    artifact is the model's own file or folder."""
+
+    candidate = False
+
+    def output_path(self, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
+        """Return the model's own path."""
+        return model.path
+
+    def quantize(self, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
+        """Return the model's own path."""
+        return model.path

@@ -17,7 +17,7 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from quantmill.atomic import atomic_file
 from quantmill.data import Dataset
-from quantmill.formats.base import CONSERVATIVE, FALLBACK, Format, NoOptions, Step
+from quantmill.formats.base import CONSERVATIVE, FALLBACK, AsGiven, Format, NoOptions, Step
 from quantmill.hardware import Hardware
 from quantmill.hashing import fingerprint, sha256_tree
 from quantmill.inspection import QUANTIZABLE_OPS, inspect_model
@@ -102,20 +102,11 @@ class _OnnxFormat(Format):
         return str(info.registered_model_version)
 
 
-class OnnxFp32(_OnnxFormat):
+class OnnxFp32(AsGiven, _OnnxFormat):
     """The FP32 graph as it came: the baseline of every ONNX format."""
 
     name = "onnx-fp32"
     description = "FP32 graph (the baseline)"
-    candidate = False
-
-    def output_path(self, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
-        """Return the model's own graph."""
-        return model.path
-
-    def quantize(self, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
-        """Return the model's own graph."""
-        return model.path
 
 
 class _Reader(CalibrationDataReader):

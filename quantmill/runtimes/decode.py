@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from quantmill.data import Dataset
 from quantmill.measure import memory_bandwidth_bytes_per_s
 from quantmill.speed import settled
 
@@ -49,6 +50,35 @@ class LMBenchmark:
     def headline_rounds(self) -> list[float]:
         """Return the decode tokens/s of each round, in the order the rounds ran."""
         return self.decode_rounds
+
+
+class DecodeRuntime:
+    """What every runtime that decodes shares: its outputs are logits on token windows, and
+    its benchmark runs its module (`python -m module`) once per model and round. A subclass
+    names itself, its module, its decode length, and gives logits(path, windows)."""
+
+    name: str
+    module: str
+    decode_tokens: int
+    measurement = LMBenchmark
+
+    def logits(self, path: Path, windows: np.ndarray) -> np.ndarray:
+        """Return float32 logits [windows, positions, vocab] of the model at path."""
+        raise NotImplementedError
+
+    def unavailable(self, target: str) -> str | None:
+        """Return why this runtime cannot run on target here, or None."""
+        return None if target == "cpu" else f"quantmill runs {self.name} on the CPU only so far, not on {target!r}"
+
+    def outputs(self, path: Path, dataset: Dataset) -> np.ndarray:
+        """Return the logits on dataset's token windows."""
+        return self.logits(path, dataset.inputs["input_ids"])
+
+    def benchmark(
+        self, models: dict[str, Path], data: Dataset, target: str, seconds: float, pair: tuple[str, str] | None = None,
+    ) -> dict[str, LMBenchmark]:
+        """Return an LMBenchmark per labelled model, each in a fresh process (benchmark_in_workers)."""
+        return benchmark_in_workers(self.module, models, PROMPT_TOKENS, self.decode_tokens, pair=pair)
 
 
 def benchmark_in_workers(

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from quantmill.data import Dataset
 from quantmill.measure import peak_rss_bytes
-from quantmill.runtimes.decode import PROMPT_TOKENS, LMBenchmark, benchmark_in_workers
+from quantmill.runtimes.decode import DecodeRuntime
 
 DECODE_TOKENS = 256
 # llama-cpp-python silences a model load by dup2-ing /dev/null over stdout and stderr and
@@ -57,16 +56,22 @@ def bytes_per_token(gguf_path: Path) -> int:
     return total
 
 
-class LlamaCpp:
+class LlamaCpp(DecodeRuntime):
     """llama.cpp on this worker's CPU."""
 
     name = "llama.cpp"
-    measurement = LMBenchmark
+    module = __name__
+    decode_tokens = DECODE_TOKENS
+
+    def logits(self, path: Path, windows: np.ndarray) -> np.ndarray:
+        """Return the GGUF's logits through llama.cpp (logits)."""
+        return logits(path, windows)
 
     def unavailable(self, target: str) -> str | None:
         """Return why llama.cpp cannot run on target here, or None."""
-        if target != "cpu":
-            return f"quantmill runs llama.cpp on the CPU only so far, not on {target!r}"
+        reason = super().unavailable(target)
+        if reason is not None:
+            return reason
         try:
             import llama_cpp  # noqa: F401
         except ImportError as err:
@@ -76,16 +81,6 @@ class LlamaCpp:
     def describe(self, target: str) -> str:
         """Return e.g. 'llama.cpp via llama-cpp-python 0.3.36'."""
         return f"llama.cpp via llama-cpp-python {version('llama-cpp-python')}"
-
-    def outputs(self, path: Path, dataset: Dataset) -> np.ndarray:
-        """Return the logits on dataset's token windows."""
-        return logits(path, dataset.inputs["input_ids"])
-
-    def benchmark(
-        self, models: dict[str, Path], data: Dataset, target: str, seconds: float, pair: tuple[str, str] | None = None,
-    ) -> dict[str, LMBenchmark]:
-        """Return an LMBenchmark per labelled GGUF, each in a fresh process."""
-        return benchmark_in_workers(__name__, models, PROMPT_TOKENS, DECODE_TOKENS, pair=pair)
 
 
 def _measure(path: Path, prompt_tokens: int, decode_tokens: int) -> dict:

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from quantmill.data import Dataset
 from quantmill.measure import peak_rss_bytes
-from quantmill.runtimes.decode import PROMPT_TOKENS, LMBenchmark, benchmark_in_workers
+from quantmill.runtimes.decode import DecodeRuntime
 
 DECODE_TOKENS = 64
 
@@ -33,31 +32,20 @@ def logits(model_dir: Path, windows: np.ndarray) -> np.ndarray:
         return np.stack([model(input_ids=torch.from_numpy(w[None, :-1])).logits[0].float().numpy() for w in windows])
 
 
-class Transformers:
+class Transformers(DecodeRuntime):
     """transformers with PyTorch on this worker's CPU."""
 
     name = "transformers"
-    measurement = LMBenchmark
+    module = __name__
+    decode_tokens = DECODE_TOKENS
 
-    def unavailable(self, target: str) -> str | None:
-        """Return why transformers cannot run on target here, or None."""
-        if target != "cpu":
-            return f"quantmill runs transformers checkpoints on the CPU only so far, not on {target!r}"
-        return None
+    def logits(self, path: Path, windows: np.ndarray) -> np.ndarray:
+        """Return the checkpoint's logits through transformers (logits)."""
+        return logits(path, windows)
 
     def describe(self, target: str) -> str:
         """Return e.g. 'transformers 5.17.0 (torch 2.13.0)'."""
         return f"transformers {version('transformers')} (torch {version('torch')})"
-
-    def outputs(self, path: Path, dataset: Dataset) -> np.ndarray:
-        """Return the logits on dataset's token windows."""
-        return logits(path, dataset.inputs["input_ids"])
-
-    def benchmark(
-        self, models: dict[str, Path], data: Dataset, target: str, seconds: float, pair: tuple[str, str] | None = None,
-    ) -> dict[str, LMBenchmark]:
-        """Return an LMBenchmark per labelled checkpoint folder, each in a fresh process."""
-        return benchmark_in_workers(__name__, models, PROMPT_TOKENS, DECODE_TOKENS, pair=pair)
 
 
 def _measure(path: Path, prompt_tokens: int, decode_tokens: int) -> dict:
