@@ -9,6 +9,7 @@ from pathlib import Path
 from quantmill.errors import InputError, QuantmillError
 from quantmill.metrics import METRICS, budget_for, get_metric
 from quantmill.models import Model, get_kind, resolve_model
+from quantmill.speed import OBJECTIVES, THROUGHPUT
 from quantmill.state import quantmill_home
 from quantmill.targets import TARGETS
 
@@ -34,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--alias", help="alias for a registered passing model (default: the target)")
     run.add_argument("--benchmark-table", type=Path, help="folder of measured-table CSVs (default: the shipped benchmark_tables/)")
     run.add_argument("--benchmark-seconds", type=float, default=1.0, help="timed seconds per batch size")
+    run.add_argument("--objective", default=THROUGHPUT, choices=list(OBJECTIVES),
+                     help="what speed the gate judges: throughput at the serving batch (default), latency at batch 1, "
+                          "or size (smaller and not slower)")
     webhook = commands.add_parser("webhook", help="the MLflow registry webhook that starts quantize-model runs")
     action = webhook.add_subparsers(dest="webhook_command", required=True)
     serve = action.add_parser("serve", help="receive MLflow's webhook deliveries and emit Prefect events")
@@ -41,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765)
     register = action.add_parser("register", help="create or update the MLflow webhook pointing at the receiver")
     register.add_argument("url", help="the receiver's URL as MLflow's server reaches it, e.g. http://quantmill-webhook:8765/")
+    commands.add_parser(
+        "crash-detection",
+        help="create the Prefect automation that marks a flow run Crashed when its heartbeats stop "
+             "(workers need PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30)",
+    )
     commands.add_parser(
         "results-storage",
         help=f"save the Prefect block {RESULTS_BLOCK} (task results and cache records on the S3 of QUANTMILL_S3_*)",
@@ -71,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "results-storage":
         print(save_results_block())
         return 0
+    if args.command == "crash-detection":
+        from flows.automations import ensure_crash_automation
+
+        print(ensure_crash_automation())
+        return 0
     try:
         model = preflight(args)
     except QuantmillError as err:
@@ -82,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         model=args.model, task=args.task, calibration_data=str(args.calibration_data.resolve()),
         eval_data=str(args.eval_data.resolve()), target=args.target, max_accuracy_drop=args.max_accuracy_drop,
         max_ppl_increase=args.max_ppl_increase, out_dir=str(args.out.resolve()), register_model=not args.no_register,
-        alias=args.alias, benchmark_seconds=args.benchmark_seconds, resolved=model.to_dict(),
+        alias=args.alias, benchmark_seconds=args.benchmark_seconds, resolved=model.to_dict(), objective=args.objective,
         **({"table_dir": str(args.benchmark_table.resolve())} if args.benchmark_table else {}),
     )
     from quantmill.report import render_summary

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
 from quantmill.attempts import Attempt
 from quantmill.benchmark_table import SHIPPED_TABLE_DIR
@@ -18,7 +19,8 @@ from quantmill.metrics import budget_for
 from quantmill.models import Model
 from quantmill.provenance import artifact_metadata
 from quantmill.report import build_report
-from quantmill.state import output_dir, quantmill_home
+from quantmill.speed import check_objective
+from quantmill.state import output_dir, quantmill_home, run_dir
 from tasks.benchmark import benchmark_on_pool_task, benchmark_task, hardware_task
 from tasks.calibration import load_data_task, subsample_task, validate_calibration_task
 from tasks.evaluate import evaluate_task, reference_outputs_task
@@ -47,13 +49,15 @@ def quantize_model(
     benchmark_on: list[str] | None = None,
     worker_wait_seconds: float = 120.0,
     resolved: dict | None = None,
+    objective: str = "throughput",
 ) -> dict:
     """Quantize model for target and return the report (also written to out_dir/report.json).
 
     The budget is in the task's unit: max_accuracy_drop in points for classification and
     embedding, max_ppl_increase in % of perplexity for language modeling (giving the other
     one is an error). resolved, a Model.to_dict() of model made by the caller, skips
-    resolving it again.
+    resolving it again. objective (throughput, latency or size; speed.OBJECTIVES) is what the
+    gate judges speed by.
 
     Each candidate format is tried along its escalation ladder until an attempt is within
     budget; an attempt that fails is recorded and the ladder goes on. Stops before
@@ -62,11 +66,14 @@ def quantize_model(
     deployment), on each pool's worker: target always among them, and a pool whose run no
     worker takes within worker_wait_seconds is reported not benchmarked. The gate decides
     on target's measurements. Registers the chosen artifact in MLflow only when the gate
-    passes and register_model is set.
+    passes and register_model is set. Attempts and the report go to out_dir/runs/<flow run
+    id>/; the report is also written to out_dir/report.json.
     """
     logger = get_run_logger()
     budget = budget_for(task, max_accuracy_drop, max_ppl_increase)
+    check_objective(objective)
     out = output_dir(out_dir)
+    run_out = run_dir(out, str(flow_run.id))
     ref = Model.from_dict(resolved) if resolved else resolve_model_task(model, task, quantmill_home() / "work")
     # The kind's primary baseline (the report's headline); each attempt is measured against
     # full precision on its own runtime.
@@ -101,7 +108,7 @@ def quantize_model(
                 quantized = quantize_attempt(step.format, ref, step.options, calib, work)
                 result = evaluate_task(step.format, quantized, evaluation, reference, task)
                 artifact = export_task(
-                    step.format, quantized, out / "attempts" / f"{index:02d}-{step.format}",
+                    step.format, quantized, run_out / "attempts" / f"{index:02d}-{step.format}",
                     artifact_metadata(step.format, step.options, ref.uri, ref.sha256, ref.version, calib.sha256),
                 )
             except Exception as err:  # one failing attempt is evidence; the ladder goes on
@@ -155,11 +162,11 @@ def quantize_model(
                 attempts = [replace(a, benchmark=primary.benchmarks[str(a.index)], baseline=primary.benchmarks[a.baseline_format])
                             for a in attempts]
 
-    gate = gate_task(verdict, tuple(attempts), budget, hardware.describe())
+    gate = gate_task(verdict, tuple(attempts), budget, hardware.describe(), objective)
     report = build_report(
         model=ref, task=task, target=target, budget=budget, hardware=hardware, candidates=candidates,
         calibration=verdict, calibration_data=calibration, evaluation_data=evaluation,
         baseline_format=baseline_format, baseline=baseline, attempts=tuple(attempts), sensitivity=scores,
-        gate=gate, failures=tuple(failures), targets=tuple(measured),
+        gate=gate, failures=tuple(failures), targets=tuple(measured), objective=objective,
     )
-    return record_task(report, out, register_model, alias or target, calib)
+    return record_task(report, run_out, register_model, alias or target, calib, latest_dir=out)

@@ -7,6 +7,8 @@ import csv
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import pandas as pd
+
 from quantmill.errors import InputError
 
 
@@ -23,6 +25,24 @@ class TableRow:
     speedup: float
     n_measurements: int
     source: str
+
+
+@dataclass(frozen=True)
+class MeasuredFormat:
+    """Every row of one family x hardware x format, aggregated: the medians of the drop,
+    compression and speedup, the speedup's lowest and highest measurement, n measurements,
+    and the sources."""
+
+    family: str
+    hardware: str
+    format: str
+    accuracy_drop: float
+    compression: float
+    speedup: float
+    speedup_low: float
+    speedup_high: float
+    n: int
+    sources: str
 
 
 COLUMNS = tuple(f.name for f in fields(TableRow))
@@ -59,3 +79,20 @@ def append_rows(path: Path, rows: tuple[TableRow, ...]) -> None:
         if new:
             writer.writeheader()
         writer.writerows(asdict(row) for row in rows)
+
+
+def aggregate(rows: tuple[TableRow, ...] | list[TableRow]) -> tuple[MeasuredFormat, ...]:
+    """Return one MeasuredFormat per family x hardware x format in rows, a row counting as
+    n_measurements measurements (medians, so one odd run does not move a format's place)."""
+    if not rows:
+        return ()
+    frame = pd.DataFrame([asdict(r) for r in rows])
+    frame = frame.loc[frame.index.repeat(frame["n_measurements"].clip(lower=1))]
+    grouped = frame.groupby(["family", "hardware", "format"], sort=True)
+    table = grouped.agg(
+        accuracy_drop=("accuracy_drop", "median"), compression=("compression", "median"),
+        speedup=("speedup", "median"), speedup_low=("speedup", "min"), speedup_high=("speedup", "max"),
+        n=("speedup", "size"), sources=("source", lambda s: "; ".join(sorted(set(s)))),
+    ).reset_index()
+    return tuple(MeasuredFormat(**{k: (int(v) if k == "n" else v) for k, v in record.items()})
+                 for record in table.to_dict("records"))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from quantmill.attempts import Attempt
 from quantmill.calibration import FAIL, WARN, CalibrationVerdict
 from quantmill.metrics import Budget
-from quantmill.speed import FASTER, MARGIN, SLOWER, compare
+from quantmill.speed import FASTER, MARGIN, SIZE, SLOWER, THROUGHPUT, compare
 
 PASSED, FAILED, MANUAL_REVIEW = "passed", "failed", "manual_review"
 
@@ -28,6 +28,7 @@ def chosen_attempt(attempts: tuple[Attempt, ...] | list[Attempt], budget: Budget
 
 def decide(
     calibration: CalibrationVerdict, attempts: tuple[Attempt, ...], budget: Budget, hardware: str,
+    objective: str = THROUGHPUT,
 ) -> GateDecision:
     """Return the gate decision.
 
@@ -35,11 +36,21 @@ def decide(
     measured in the same run; the budget is in its own unit.
 
     failed: the calibration data failed validation, or no attempt met the accuracy budget.
-    manual_review: the best attempt met the budget but the calibration data only warned,
-    or it was not measured faster than the full-precision baseline on this hardware beyond
-    the noise (speed.compare on the runtime's headline figure, round by round: throughput
-    at batch 32, or decode tokens/s): slower, or no measurable speedup.
-    passed: otherwise, naming the first attempt within budget.
+    The attempt is chosen on the evaluation's choosing half (the first within budget there);
+    its drop is then judged as measured on the confirming half, which chose nothing.
+
+    failed: the calibration data failed validation, no attempt met the accuracy budget on
+    the choosing half, or the chosen one's confirmed drop is over the budget.
+    manual_review: the confirmed drop is within budget but the upper end of its 95%
+    bootstrap interval is not (within budget, not beyond the noise), the calibration data
+    only warned, or the attempt was not measured faster than the full-precision baseline on
+    this hardware beyond the noise (speed.compare on the runtime's headline figure, round by
+    round: throughput at batch 32, or decode tokens/s): slower, or no measurable speedup.
+    passed: otherwise, naming the attempt.
+
+    objective (speed.OBJECTIVES) says which figure is judged: throughput at the serving
+    batch, latency at batch 1, or, for size, that the artifact is smaller than the baseline
+    and not slower (throughput) beyond the noise: then slower, or not smaller, is review.
     """
     if calibration.status == FAIL:
         return GateDecision(FAILED, ("calibration data failed validation: " + "; ".join(calibration.reasons),), None)
@@ -48,20 +59,39 @@ def decide(
         best = min(attempts, key=lambda o: o.evaluation.accuracy_drop, default=None)
         detail = f"; best was {best.format} at {best.evaluation.accuracy_drop:.2f} {budget.unit}" if best else ""
         return GateDecision(FAILED, (f"no attempt met the budget of {budget.describe()}{detail}",), None)
-    reasons = [
-        f"{chosen.format}: {chosen.evaluation.metric_name} drop {chosen.evaluation.accuracy_drop:.2f} {budget.unit} "
-        f"within the budget of {budget.describe()}"
-    ]
+    ev = chosen.evaluation
+    confirmed = ev.confirmed or ev
+    low, high = confirmed.interval or (confirmed.accuracy_drop, confirmed.accuracy_drop)
+    drop = (f"{chosen.format}: {ev.metric_name} drop {ev.accuracy_drop:.2f} {budget.unit} on the {ev.samples} samples "
+            f"that chose it, confirmed at {confirmed.accuracy_drop:.2f} (95% CI {low:.2f} to {high:.2f}) "
+            f"on {confirmed.samples} held back")
+    if confirmed.accuracy_drop > budget.value:
+        return GateDecision(FAILED, (f"{drop}: over the budget of {budget.describe()}",), None)
+    reasons = [f"{drop}, within the budget of {budget.describe()}"]
     review = []
+    if high > budget.value:
+        review.append(f"the confirmed drop's interval reaches {high:.2f} {budget.unit}, over the budget: "
+                      "within budget, but not beyond the noise")
     if calibration.status == WARN:
         review.append("calibration data warned: " + "; ".join(calibration.reasons))
     if chosen.benchmark is None or chosen.baseline is None:
         review.append("not benchmarked")
     else:
-        speed = compare(chosen.benchmark.headline_rounds(), chosen.baseline.headline_rounds())
-        line = (f"{speed.describe()} the full-precision baseline's {chosen.benchmark.headline()[1]} "
-                f"({chosen.baseline_format}, same runtime) on {hardware}")
-        if speed.verdict == FASTER:
+        judged = THROUGHPUT if objective == SIZE else objective
+        (rounds, figure), (base_rounds, _) = chosen.benchmark.speed_rounds(judged), chosen.baseline.speed_rounds(judged)
+        speed = compare(rounds, base_rounds)
+        line = f"{speed.describe()} the full-precision baseline's {figure} ({chosen.baseline_format}, same runtime) on {hardware}"
+        smaller = chosen.baseline.size_bytes / chosen.artifact.size_bytes
+        size_line = (f"{smaller:.2f}x smaller than the full-precision baseline "
+                     f"({chosen.artifact.size_bytes / 1e6:.2f} MB against {chosen.baseline.size_bytes / 1e6:.2f} MB)")
+        if objective == SIZE:
+            if smaller <= 1.0:
+                review.append("size objective, but not smaller: " + size_line)
+            elif speed.verdict == SLOWER:
+                review.append(f"size objective: {size_line}, but slower than full precision: {line}")
+            else:
+                reasons.append(f"size objective: {size_line}, and not slower: {line}")
+        elif speed.verdict == FASTER:
             reasons.append("faster: " + line)
         elif speed.verdict == SLOWER:
             review.append("slower than full precision: " + line)

@@ -1,26 +1,43 @@
 """The task metrics: how a quantized model's outputs compare with the full-precision model's
 on held-out data, per slice, keeping the worst disagreements for debugging. Each task
-declares the unit its drop (and so its budget) is stated in."""
+declares the unit its drop (and so its budget) is stated in.
+
+The evaluation data is split in two fixed halves: attempts are chosen on the first
+(the ladder looks at many attempts and stops at the first within budget, which is selection
+on that half), and the drop the gate judges is measured again on the second, untouched half,
+with a bootstrap interval."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from scipy import stats
 
 from quantmill.data import Dataset
 from quantmill.errors import InputError, QuantmillError
 
 WORST_KEPT = 10
 NEIGHBOURS = 10
+# Each half needs enough samples for a bootstrap interval and for neighbours to mean something.
+MIN_EVALUATION_SAMPLES = 16
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+# A fixed split and a fixed bootstrap seed: the same data gives the same halves and the same
+# interval, so the same inputs give the same decision run after run.
+SPLIT_SEED = 0
+BOOTSTRAP_SEED = 0
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The task metric (in percent) for FP32 and quantized, the drop in points
-    (baseline - quantized), secondary metrics, per-slice metrics, and the worst samples."""
+    """The task metric (in percent) for FP32 and quantized, the drop in the task's unit
+    (baseline - quantized, or the relative perplexity increase), its 95% bootstrap interval
+    over samples, how many samples it was measured on, secondary metrics, per-slice metrics,
+    and the worst samples. From TaskMetric.evaluate: measured on the choosing half, with
+    confirmed the same measured on the confirming half."""
 
     metric_name: str
     baseline_metric: float
@@ -29,6 +46,9 @@ class Evaluation:
     secondary: dict[str, float] = field(default_factory=dict)
     per_slice: dict[str, dict[str, float]] = field(default_factory=dict)
     worst: tuple[dict, ...] = field(default=())
+    interval: tuple[float, float] | None = None
+    samples: int = 0
+    confirmed: Evaluation | None = None
 
 
 @dataclass(frozen=True)
@@ -58,14 +78,57 @@ class TaskMetric:
     needs_labels: bool = False
 
     def check(self, dataset: Dataset) -> None:
-        """Raise InputError naming the file when dataset cannot be scored by this metric
-        (classification data without one integer label per sample)."""
+        """Raise InputError naming the file when dataset cannot be scored by this metric:
+        classification data without one integer label per sample, or fewer samples than
+        two halves need."""
         if self.needs_labels and dataset.labels is None:
             raise InputError(dataset.path, f"{self.task} needs 'labels', one integer class per sample")
+        if len(dataset) < MIN_EVALUATION_SAMPLES:
+            raise InputError(dataset.path, f"{len(dataset)} evaluation samples; at least {MIN_EVALUATION_SAMPLES} are needed "
+                                           "(half to choose an attempt, half to confirm it)")
+
+    def evaluate(self, reference: np.ndarray, outputs: np.ndarray, dataset: Dataset) -> Evaluation:
+        """Return the Evaluation of outputs against reference on dataset's choosing half,
+        with confirmed set to the Evaluation on its confirming half (halves from halves())."""
+        choose, confirm = halves(len(dataset))
+        chosen_on, confirmed = (_in_whole(self.compare(reference[part], outputs[part], dataset.take(part)), part)
+                                for part in (choose, confirm))
+        return replace(chosen_on, confirmed=confirmed)
 
     def budget(self, value: float | None) -> Budget:
         """Return the budget for value (the default when None)."""
         return Budget(self.default_budget if value is None else float(value), self.unit, self.budget_parameter)
+
+
+def halves(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the sample indices (each sorted) of the choosing and the confirming half of
+    n samples: a fixed random split, so that neither half is one end of the file."""
+    order = np.random.default_rng(SPLIT_SEED).permutation(n)
+    return np.sort(order[: n // 2]), np.sort(order[n // 2:])
+
+
+def _in_whole(evaluation: Evaluation, part: np.ndarray) -> Evaluation:
+    """Return evaluation with its worst samples numbered as in the whole data set."""
+    renumbered = tuple({k: int(part[v]) if k in ("index", "window") else v for k, v in w.items()} for w in evaluation.worst)
+    return replace(evaluation, worst=renumbered)
+
+
+def _interval(statistic: Callable[..., np.ndarray], *samples: np.ndarray) -> tuple[float, float] | None:
+    """Return the 95% percentile-bootstrap interval of statistic over paired samples (None
+    for fewer than two)."""
+    if len(samples[0]) < 2:
+        return None
+    result = stats.bootstrap(samples, statistic, paired=True, vectorized=True, n_resamples=RESAMPLES,
+                             confidence_level=CONFIDENCE, method="percentile", rng=np.random.default_rng(BOOTSTRAP_SEED))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _mean_difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    return 100.0 * (np.mean(a, axis=axis) - np.mean(b, axis=axis))
+
+
+def _perplexity_increase(base_nll: np.ndarray, cand_nll: np.ndarray, axis: int = -1) -> np.ndarray:
+    return 100.0 * np.expm1(np.mean(cand_nll, axis=axis) - np.mean(base_nll, axis=axis))
 
 
 def _classification_of(baseline: np.ndarray, quantized: np.ndarray, dataset: Dataset) -> Evaluation:
@@ -107,10 +170,12 @@ def _classification(baseline: np.ndarray, quantized: np.ndarray, labels: np.ndar
         }
         for i in order[:WORST_KEPT]
     )
+    base_right, quant_right = (base_pred == labels).astype(float), (quant_pred == labels).astype(float)
     return Evaluation(
         "top1_accuracy", base_acc, quant_acc, base_acc - quant_acc,
         secondary={"prediction_agreement": 100.0 * float(np.mean(base_pred == quant_pred))},
         per_slice=per_class, worst=worst,
+        interval=_interval(_mean_difference, base_right, quant_right), samples=len(labels),
     )
 
 
@@ -118,9 +183,8 @@ def _embedding(baseline: np.ndarray, quantized: np.ndarray, texts: tuple[str, ..
     base, quant = _unit(baseline), _unit(quantized)
     cosine = np.sum(base * quant, axis=1)
     k = min(NEIGHBOURS, len(base) - 1)
-    agreement = 100.0 * float(np.mean([
-        len(set(a) & set(b)) / k for a, b in zip(_neighbours(base, k), _neighbours(quant, k))
-    ]))
+    overlap = np.array([len(set(a) & set(b)) / k for a, b in zip(_neighbours(base, k), _neighbours(quant, k))])
+    agreement = 100.0 * float(overlap.mean())
     worst = tuple(
         {"index": int(i), "text": texts[i][:200] if texts else "", "cosine_to_fp32": round(float(cosine[i]), 5)}
         for i in np.argsort(cosine)[:WORST_KEPT]
@@ -129,7 +193,7 @@ def _embedding(baseline: np.ndarray, quantized: np.ndarray, texts: tuple[str, ..
     return Evaluation(
         f"retrieval_agreement_at_{k}", 100.0, agreement, 100.0 - agreement,
         secondary={"mean_cosine_similarity": float(cosine.mean()), "min_cosine_similarity": float(cosine.min())},
-        worst=worst,
+        worst=worst, interval=_interval(_mean_difference, np.ones_like(overlap), overlap), samples=len(overlap),
     )
 
 
@@ -163,16 +227,22 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, windows: np.nda
     worst = tuple(
         {"window": int(i), "mean_kl": round(float(per_window_kl[i]), 5)} for i in np.argsort(-per_window_kl)[:WORST_KEPT]
     )
+    # Windows are of equal length, so the mean of window means is the mean over tokens.
+    base_nll, cand_nll = _window_nll(ref_logp, windows), _window_nll(cand_logp, windows)
     return Evaluation(
         "perplexity", base_ppl, cand_ppl, 100.0 * (cand_ppl / base_ppl - 1.0),
         secondary={"top1_agreement": 100.0 * float(agreement), "mean_kl": float(kl.mean()), "tokens": float(targets.size)},
-        worst=worst,
+        worst=worst, interval=_interval(_perplexity_increase, base_nll, cand_nll), samples=len(windows),
     )
 
 
 def window_log_perplexity(logits: np.ndarray, windows: np.ndarray) -> np.ndarray:
     """Return each window's mean negative log-likelihood of its own next tokens under logits."""
-    picked = np.take_along_axis(_log_softmax(logits), windows[:, 1:, None], axis=-1)[..., 0]
+    return _window_nll(_log_softmax(logits), windows)
+
+
+def _window_nll(log_probs: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    picked = np.take_along_axis(log_probs, windows[:, 1:, None], axis=-1)[..., 0]
     return -picked.mean(axis=1)
 
 

@@ -17,10 +17,10 @@ from quantmill.data import Dataset
 from quantmill.formats import Candidate
 from quantmill.gate import GateDecision
 from quantmill.hardware import Hardware
-from quantmill.metrics import Budget
+from quantmill.metrics import Budget, Evaluation
 from quantmill.models import Model
 from quantmill.sensitivity import GroupScore
-from quantmill.speed import compare
+from quantmill.speed import LATENCY, THROUGHPUT, compare
 
 REPORT_FILE = "report.json"
 
@@ -40,7 +40,7 @@ def build_report(
     hardware: Hardware, candidates: tuple[Candidate, ...], calibration: CalibrationVerdict,
     calibration_data: Dataset, evaluation_data: Dataset, baseline_format: str, baseline: object | None,
     attempts: tuple[Attempt, ...], sensitivity: tuple[GroupScore, ...], gate: GateDecision,
-    failures: tuple[dict, ...] = (), targets: tuple[TargetBenchmarks, ...] = (),
+    failures: tuple[dict, ...] = (), targets: tuple[TargetBenchmarks, ...] = (), objective: str = THROUGHPUT,
 ) -> dict:
     """Return the report as a JSON-ready dict."""
     baseline_of = {str(a.index): a.baseline_format for a in attempts}
@@ -49,6 +49,7 @@ def build_report(
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "task": task,
         "target": target,
+        "objective": objective,
         "max_accuracy_drop": budget.value,
         "budget": asdict(budget),
         "hardware": {**asdict(hardware), "description": hardware.describe()},
@@ -98,6 +99,17 @@ def _throughput_ratios(bench: object, baseline: object) -> dict[str, float] | No
     return {b: per_batch[b] / base[b] for b in per_batch}
 
 
+def _speed(bench, baseline, objective: str) -> dict:
+    (rounds, figure), (base_rounds, _) = bench.speed_rounds(objective), baseline.speed_rounds(objective)
+    ratio = compare(rounds, base_rounds)
+    return {"figure": figure, "ratio": _finite(ratio.ratio), "ci": [_finite(ratio.low), _finite(ratio.high)],
+            "verdict": ratio.verdict, "rounds": ratio.rounds}
+
+
+def _interval(evaluation: Evaluation) -> list[float] | None:
+    return None if evaluation.interval is None else [round(v, 4) for v in evaluation.interval]
+
+
 def _attempt(attempt: Attempt, budget: Budget) -> dict:
     ev, bench, baseline = attempt.evaluation, attempt.benchmark, attempt.baseline
     speedup = per_batch = speed = None
@@ -119,7 +131,14 @@ def _attempt(attempt: Attempt, budget: Budget) -> dict:
         "baseline_metric": ev.baseline_metric,
         "quantized_metric": ev.quantized_metric,
         "accuracy_drop": ev.accuracy_drop,
+        "drop_interval": _interval(ev),
+        "samples": ev.samples,
         "within_budget": ev.accuracy_drop <= budget.value,
+        "confirmation": None if ev.confirmed is None else {
+            "baseline_metric": ev.confirmed.baseline_metric, "quantized_metric": ev.confirmed.quantized_metric,
+            "accuracy_drop": ev.confirmed.accuracy_drop, "drop_interval": _interval(ev.confirmed),
+            "samples": ev.confirmed.samples, "within_budget": ev.confirmed.accuracy_drop <= budget.value,
+        },
         "secondary_metrics": ev.secondary,
         "per_slice": ev.per_slice,
         "worst_disagreements": list(ev.worst),
@@ -129,6 +148,9 @@ def _attempt(attempt: Attempt, budget: Budget) -> dict:
         "speedup_vs_baseline": speedup,
         "speedup_ci": None if speed is None else [_finite(speed.low), _finite(speed.high)],
         "speed_verdict": None if speed is None else speed.verdict,
+        "speed": None if bench is None or baseline is None else {
+            objective: _speed(bench, baseline, objective) for objective in (THROUGHPUT, LATENCY)
+        },
         "throughput_ratio_vs_fp32": per_batch,
         "size_ratio_vs_fp32": None if baseline is None else attempt.artifact.size_bytes / baseline.size_bytes,
     }

@@ -13,11 +13,19 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from quantmill.errors import QuantmillError
+
 CONFIDENCE = 0.95
 # 2 %: below what a user would deploy a quantized model for, above the interval's own
 # rounding; a ratio whose interval reaches below 1.02x is not called faster.
 MARGIN = 0.02
 FASTER, SLOWER, NO_DIFFERENCE = "faster", "slower", "no measurable difference"
+# What the user wants from quantizing: more throughput at the serving batch, lower latency at
+# batch 1, or a smaller model that is not slower. Each runtime's benchmark names the
+# per-round figure for the first two (Benchmark.speed_rounds); size is judged on size, with
+# the throughput figure only required not to be slower.
+THROUGHPUT, LATENCY, SIZE = "throughput", "latency", "size"
+OBJECTIVES = (THROUGHPUT, LATENCY, SIZE)
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,13 @@ def compare(candidate: list[float], baseline: list[float], margin: float = MARGI
     verdict = FASTER if low >= 1.0 + margin else SLOWER if high < 1.0 else NO_DIFFERENCE
     return SpeedRatio(math.exp(mean), low, high, pairs, verdict)
 
+
+
+def check_objective(objective: str) -> str:
+    """Return objective. Raises QuantmillError naming the known objectives for any other."""
+    if objective not in OBJECTIVES:
+        raise QuantmillError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+    return objective
 
 
 def settled(rounds: dict[str, list[float]], pair: tuple[str, str] | None) -> bool:

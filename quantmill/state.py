@@ -12,6 +12,12 @@ def quantmill_home() -> Path:
     return Path(os.environ.get("QUANTMILL_HOME", ".quantmill")).resolve()
 
 
+def run_dir(out: Path, run_key: str) -> Path:
+    """Return the folder one run writes its attempts and report into under out: runs of the
+    same model version (a tag changed mid-run, a re-run) never share files."""
+    return out / "runs" / run_key
+
+
 def output_dir(path: str) -> Path:
     """Return path if absolute, else path under quantmill_home(): a deployment's relative
     out_dir lands in the worker's state folder, not wherever its process started."""

@@ -25,6 +25,7 @@ def reference_outputs_task(model: Model, evaluation: Dataset) -> np.ndarray:
 @task(name="evaluate", timeout_seconds=1800, **cached())
 def evaluate_task(format_name: str, quantized: Path, evaluation: Dataset, reference: np.ndarray, task_name: str) -> Evaluation:
     """Return the quantized model's Evaluation against the reference outputs, run by the
-    format's evaluation runner and compared by the task's metric."""
+    format's evaluation runner and compared by the task's metric on the choosing half, with
+    its confirmation on the other half."""
     outputs = get_format(format_name).evaluation_runner()(quantized, evaluation)
-    return get_metric(task_name).compare(reference, outputs, evaluation)
+    return get_metric(task_name).evaluate(reference, outputs, evaluation)

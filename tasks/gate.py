@@ -13,7 +13,7 @@ from tasks.policy import EPHEMERAL
 
 @task(name="gate", **EPHEMERAL)
 def gate_task(
-    calibration: CalibrationVerdict, attempts: tuple[Attempt, ...], budget: Budget, hardware: str,
+    calibration: CalibrationVerdict, attempts: tuple[Attempt, ...], budget: Budget, hardware: str, objective: str,
 ) -> GateDecision:
-    """Return passed / failed / manual_review with reasons."""
-    return decide(calibration, attempts, budget, hardware)
+    """Return passed / failed / manual_review with reasons, judging speed by objective."""
+    return decide(calibration, attempts, budget, hardware, objective)

@@ -36,11 +36,12 @@ def sensitivity_task(
     format_name: str, model: Model, options: object, calibration: Dataset, evaluation: Dataset,
     reference: np.ndarray, task_name: str, workdir: Path,
 ) -> tuple[GroupScore, ...]:
-    """Return the format's layer groups ranked by the metric drop with only that group quantized."""
+    """Return the format's layer groups ranked by the metric drop with only that group
+    quantized, measured on the evaluation's choosing half (the scan chooses)."""
     fmt = get_format(format_name)
     metric, outputs = get_metric(task_name), fmt.evaluation_runner()
 
     def score(path: Path) -> float:
-        return metric.compare(reference, outputs(path, evaluation), evaluation).accuracy_drop
+        return metric.evaluate(reference, outputs(path, evaluation), evaluation).accuracy_drop
 
     return fmt.sensitivity(model, options, calibration, evaluation, score, workdir)

@@ -21,11 +21,16 @@ from tasks.policy import EPHEMERAL, retried
 
 
 @task(name="record", **retried(), **EPHEMERAL)
-def record_task(report: dict, out_dir: Path, register: bool, alias: str, calibration_sample: Dataset | None = None) -> dict:
+def record_task(
+    report: dict, out_dir: Path, register: bool, alias: str, calibration_sample: Dataset | None = None,
+    latest_dir: Path | None = None,
+) -> dict:
     """Check the chosen artifact against the sha256 in the report, upload it to S3 when
-    QUANTMILL_S3_BUCKET is set, write report.json,
-    log the MLflow run, and register the chosen artifact when the gate passed and register
-    is set; the calibration samples go with the run for the recalibration sweep. Returns the report with its `storage` and `mlflow` sections filled in."""
+    QUANTMILL_S3_BUCKET is set, write out_dir/report.json, log the MLflow run, and register
+    the chosen artifact when the gate passed and register is set; the calibration samples go
+    with the run for the recalibration sweep. The final report is also written whole to
+    latest_dir/report.json (the last run to finish there wins). Returns the report with its
+    `storage` and `mlflow` sections filled in."""
     gate = report["gate"]
     chosen = next((a for a in report["attempts"] if a["index"] == gate["chosen_attempt"]), None)
     if chosen is not None:
@@ -33,7 +38,8 @@ def record_task(report: dict, out_dir: Path, register: bool, alias: str, calibra
     location = s3_from_env()
     if location is not None and chosen is not None:
         model = report["model"]
-        name = f"{model['name']}/{model['version'] or model['sha256'][:12]}/{chosen['format']}"
+        # Keyed by flow run as well: two runs of one version never overwrite each other's upload.
+        name = f"{model['name']}/{model['version'] or model['sha256'][:12]}/{chosen['format']}/{flow_run.id or 'local'}"
         report = {**report, "storage": {"s3_uri": upload_artifact(Path(chosen["path"]).parent, location, name)}}
     report_path = write_report(report, out_dir)
     ship = register and gate["status"] == PASSED and chosen is not None
@@ -57,6 +63,8 @@ def record_task(report: dict, out_dir: Path, register: bool, alias: str, calibra
         "version": registration.version, "alias": registration.alias,
     }}
     write_report(final, out_dir)
+    if latest_dir is not None:
+        write_report(final, latest_dir)
     _publish_prefect_artifacts(final)
     return final
 

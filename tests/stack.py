@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -55,8 +56,10 @@ class Stack:
     mlflow_url: str
     webhook_url: str
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def start(self, name: str, *command: str) -> subprocess.Popen:
+        self.commands[name] = command
         log = open(self.root / f"{name}.log", "ab")
         process = subprocess.Popen(list(command), cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
@@ -71,6 +74,17 @@ class Stack:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def restart(self, name: str) -> subprocess.Popen:
+        """Stop the process name and start it again with the same command."""
+        self.stop(name)
+        return self.start(name, *self.commands[name])
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process name and its process group, as a lost machine would end it."""
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
     def run(self, *command: str) -> str:
         done = subprocess.run(list(command), cwd=REPO, env=self.env, capture_output=True, text=True, timeout=300)
@@ -113,7 +127,7 @@ def start_stack(root: Path) -> Stack:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
         "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_HEARTBEAT_SECONDS": "5",
         "QUANTMILL_ROOT": str(REPO), "QUANTMILL_HOME": str(root / "worker-home"),
-        "QUANTMILL_WEBHOOK_SECRET": SECRET,
+        "QUANTMILL_WEBHOOK_SECRET": SECRET, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
     }
     env.pop("PREFECT_PROFILES_PATH", None)
     boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
@@ -132,6 +146,7 @@ def start_stack(root: Path) -> Stack:
             stack.run(str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process")
         # Task results and cache records on S3, as in the deployed stack.
         stack.run(str(BIN / "quantmill"), "results-storage")
+        stack.run(str(BIN / "quantmill"), "crash-detection")
         stack.env["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] = "s3-bucket/quantmill-results"
         stack.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
         for pool in POOLS:

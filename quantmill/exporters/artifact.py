@@ -64,8 +64,8 @@ def export_artifact(model: Path, files: tuple[Path, ...], destination: Path, met
         for item in staging.rglob("*"):
             os.chmod(item, PUBLISHED_DIR_MODE if item.is_dir() else PUBLISHED_FILE_MODE)
         if destination.exists():
-            retired = destination.with_name(f".{destination.name}.old")
-            shutil.rmtree(retired, ignore_errors=True)
+            # A name of its own: two writers replacing one destination never share it.
+            retired = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".old", dir=destination.parent))
             os.replace(destination, retired)
             os.replace(staging, destination)
             shutil.rmtree(retired)

@@ -6,10 +6,9 @@ outside this folder dispatches on a format's name or a file suffix.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
-from quantmill.benchmark_table import TableRow
+from quantmill.benchmark_table import MeasuredFormat, TableRow, aggregate
 from quantmill.errors import QuantmillError
 from quantmill.formats import awq, checkpoint, gguf, onnx
 from quantmill.formats.base import CONSERVATIVE, FALLBACK, Format, Step
@@ -73,7 +72,7 @@ def select_formats(
         raise QuantmillError(f"no format quantmill makes for {kind} models runs on target {target!r}")
     names = {f.name for f in formats}
     fallback = next((f.name for f in formats if f.safety == FALLBACK), formats[-1].name)
-    measured = _aggregate(r for r in table if r.family == family and r.hardware == target and r.format in names)
+    measured = aggregate([r for r in table if r.family == family and r.hardware == target and r.format in names])
     if not measured:
         conservative = [f.name for f in formats if f.safety == CONSERVATIVE] + [fallback]
         return tuple(
@@ -90,25 +89,10 @@ def select_formats(
     return tuple(candidates)
 
 
-def _why(row: TableRow, budget: float, unit: str, within: bool) -> str:
+def _why(row: MeasuredFormat, budget: float, unit: str, within: bool) -> str:
     verdict = f"within the budget of {budget:g} {unit}" if within else f"over the budget of {budget:g} {unit}, tried after those within"
     return (
-        f"measured drop {row.accuracy_drop:.2f} {unit} {verdict}; {row.speedup:.2f}x throughput, "
-        f"{row.compression:.2f}x smaller over {row.n_measurements} run(s) ({row.source})"
+        f"measured drop {row.accuracy_drop:.2f} {unit} {verdict}; {row.speedup:.2f}x throughput "
+        f"({row.speedup_low:.2f}-{row.speedup_high:.2f}x), {row.compression:.2f}x smaller; medians of {row.n} run(s) "
+        f"({row.sources})"
     )
-
-
-def _aggregate(rows) -> list[TableRow]:
-    groups: dict[tuple[str, str, str], list[TableRow]] = defaultdict(list)
-    for row in rows:
-        groups[(row.family, row.hardware, row.format)].append(row)
-    merged = []
-    for (family, hardware, name), group in groups.items():
-        n = sum(r.n_measurements for r in group)
-
-        def mean(attr: str) -> float:
-            return sum(getattr(r, attr) * r.n_measurements for r in group) / n
-
-        sources = "; ".join(sorted({r.source for r in group}))
-        merged.append(TableRow(family, hardware, name, mean("accuracy_drop"), mean("compression"), mean("speedup"), n, sources))
-    return merged

@@ -51,6 +51,11 @@ class LMBenchmark:
         """Return the decode tokens/s of each round, in the order the rounds ran."""
         return self.decode_rounds
 
+    def speed_rounds(self, objective: str) -> tuple[list[float], str]:
+        """Return the per-round decode tokens/s and its name: decoding at batch 1 is both
+        the throughput and (its inverse) the per-token latency."""
+        return self.decode_rounds, "decode tokens/s at batch 1"
+
 
 class DecodeRuntime:
     """What every runtime that decodes shares: its outputs are logits on token windows, and

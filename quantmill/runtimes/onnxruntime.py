@@ -26,7 +26,7 @@ import numpy as np
 
 from quantmill.data import Dataset
 from quantmill.measure import peak_rss_bytes
-from quantmill.speed import settled
+from quantmill.speed import LATENCY, settled
 
 BATCH_SIZES = (1, 32)
 MIN_ITERATIONS = 10
@@ -69,6 +69,13 @@ class Benchmark:
         """Return the headline figure of each round, in the order the rounds ran."""
         return self.throughput_rounds.get("32", [])
 
+    def speed_rounds(self, objective: str) -> tuple[list[float], str]:
+        """Return the per-round figure that objective judges (higher is better) and its
+        name: throughput at batch 32, or at batch 1 (the inverse of latency) for latency."""
+        if objective == LATENCY:
+            return self.throughput_rounds.get("1", []), "samples/s at batch 1 (1 / latency)"
+        return self.headline_rounds(), self.headline()[1]
+
 
 def benchmark_models(
     models: dict[str, Path], data: Dataset, seconds_per_batch: float = 1.0, rounds: int = ROUNDS,
@@ -77,7 +84,7 @@ def benchmark_models(
     """Return a Benchmark for each labelled model, the models taking turns on the same
     feeds, run by ONNX Runtime's provider: rounds rounds, and more for pair's two models
     alone, up to max_rounds, while the speed of pair's model (the attempt the gate judges)
-    against pair's baseline is still within the noise (speed.settled).
+    against pair's baseline at either batch size is still within the noise (speed.settled).
 
     Raises RuntimeError with the worker's last error line if a worker fails or runs past WORKER_TIMEOUT_S.
     """
@@ -86,7 +93,7 @@ def benchmark_models(
         feeds = Path(scratch) / "feeds.npz"
         np.savez(feeds, **_feeds(data, max(BATCH_SIZES)))
         done = 0
-        while done < rounds or (done < max_rounds and not settled(_headlines(runs), pair)):
+        while done < rounds or (done < max_rounds and not _settled(runs, pair)):
             # Extra rounds measure only the judged pair, still interleaved.
             for label in models if done < rounds else pair:
                 runs[label].append(_run_worker(models[label], feeds, seconds_per_batch, provider))
@@ -94,8 +101,10 @@ def benchmark_models(
     return {label: _median(results) for label, results in runs.items()}
 
 
-def _headlines(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
-    return {label: [r["throughput"]["32"] for r in results] for label, results in runs.items()}
+def _settled(runs: dict[str, list[dict]], pair: tuple[str, str] | None) -> bool:
+    # Settled at every batch size: the gate may judge batch 1 (latency) or 32 (throughput).
+    return all(settled({label: [r["throughput"][str(b)] for r in results] for label, results in runs.items()}, pair)
+               for b in BATCH_SIZES)
 
 
 def _median(results: list[dict]) -> Benchmark:

@@ -71,7 +71,7 @@ def record_run(
     for key, value in {
         "source_model": model["name"], "source_version": str(model["version"]), "source_sha256": model["sha256"],
         "task": report["task"], "format": chosen["format"], "gate_status": report["gate"]["status"],
-        "accuracy_drop": f"{chosen['accuracy_drop']:.4f}", "budget_unit": budget["unit"],
+        "accuracy_drop": f"{_confirmed(chosen)['accuracy_drop']:.4f}", "budget_unit": budget["unit"],
         "artifact_sha256": chosen["sha256"],
     }.items():
         registry.set_model_version_tag(register_as, version, key, value)
@@ -117,9 +117,14 @@ def _metrics(report: dict) -> dict[str, float]:
     for a in report["attempts"]:
         prefix = f"attempt{a['index']}"
         metrics |= {f"{prefix}.quantized_metric": a["quantized_metric"], f"{prefix}.accuracy_drop": a["accuracy_drop"],
-                    f"{prefix}.size_bytes": a["size_bytes"]}
+                    f"{prefix}.confirmed_accuracy_drop": _confirmed(a)["accuracy_drop"], f"{prefix}.size_bytes": a["size_bytes"]}
         metrics |= _numbers(prefix, a["benchmark"] or {})
     return metrics
+
+
+def _confirmed(attempt: dict) -> dict:
+    """The attempt's drop as confirmed on the held-back half (as chosen, for a report without one)."""
+    return attempt.get("confirmation") or attempt
 
 
 def _numbers(prefix: str, values: dict) -> dict[str, float]:

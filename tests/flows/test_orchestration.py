@@ -197,6 +197,86 @@ def test_registry_to_production_and_the_monthly_sweep(live, digits, tmp_path):
         assert found["digits-b-quantized"]["gate_status"] in ("passed", "manual_review")
 
 
+def test_fault_campaign(live, digits):
+    """Five versions registered at once; one re-tagged during its run; MLflow restarted while
+    they run: every run completes with its own artifact, one registered version per passing
+    run and one MLflow run per flow run. Then the worker and the run's processes killed
+    mid-run: the run is marked Crashed, and a re-run completes from cache."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from quantmill.exporters.artifact import verify_artifact
+    from quantmill.tracking.client import EXPERIMENT
+    from quantmill.tracking.client import client as mlflow_client
+    from quantmill.tracking.registry import tag_model_version
+    from quantmill.tracking.runs import RECORD_KEY
+    from quantmill.tracking.webhooks import ensure_registry_webhook
+    from tests.stack import wait_http
+
+    stack = live
+    ensure_registry_webhook(stack.webhook_url, SECRET, ("model_version.created", "model_version_tag.set"))
+    registry = mlflow_client()
+    with get_client(sync_client=True) as prefect:
+        before = {r.id for r in _deployment_runs(prefect)}
+
+        def new_runs() -> list:
+            return [r for r in _deployment_runs(prefect) if r.id not in before]
+
+        def at_least(n: int) -> list | None:
+            found = new_runs()
+            return found if len(found) >= n else None
+
+        def all_finished() -> list | None:
+            runs = [_finished(prefect, r.id) for r in new_runs()]
+            return runs if runs and all(runs) else None
+
+        versions = [_register(digits, "digits-burst", stack) for _ in range(5)]
+        started = _wait_for(lambda: at_least(5), 180, "5 runs", stack)
+        first = next(r for r in started if r.parameters["model"] == f"models:/digits-burst/{versions[0]}")
+        _wait_for(lambda: prefect.read_flow_run(first.id).state.is_running(), 300, "the first burst run starting", stack)
+        # The budget tag changed while its run is going: a new request, a run of its own.
+        tag_model_version("digits-burst", versions[0], "quantmill.max_accuracy_drop", "2")
+        _wait_for(lambda: at_least(6), 120, "the re-tagged version's run", stack)
+        stack.restart("mlflow-server")
+        wait_http(f"{stack.mlflow_url}/health", 120, stack.processes["mlflow-server"])
+        done = _wait_for(all_finished, 1500, "the burst finishing", stack)
+
+        assert len(done) == 6 and all(r.state.is_completed() for r in done), [(r.name, r.state.message) for r in done]
+        per_version = {v: [r for r in done if r.parameters["model"] == f"models:/digits-burst/{v}"] for v in versions}
+        assert [len(per_version[v]) for v in versions] == [2, 1, 1, 1, 1]
+        assert sorted(float(r.parameters["max_accuracy_drop"]) for r in per_version[versions[0]]) == [1.0, 2.0]
+        reports = [r.state.result() for r in done]
+        folders = set()
+        for report in reports:
+            chosen = next(a for a in report["attempts"] if a["index"] == report["gate"]["chosen_attempt"])
+            verify_artifact(Path(chosen["path"]), chosen["sha256"])
+            folders.add(Path(chosen["path"]).parent.parent)
+        assert len(folders) == 6, "two runs shared an output folder"
+        experiment = registry.get_experiment_by_name(EXPERIMENT).experiment_id
+        for run in done:
+            assert len(registry.search_runs([experiment], f"tags.`{RECORD_KEY}` = '{run.id}'")) == 1
+        registered = registry.search_model_versions("name = 'digits-burst-quantized'")
+        passed = [r for r in reports if r["gate"]["status"] == "passed"]
+        assert sorted(v.run_id for v in registered) == sorted(r["mlflow"]["run_id"] for r in passed)
+        assert all(v.tags.get("gate_status") == "passed" for v in registered)
+
+        # A worker lost mid-run, with the run's own processes: Crashed, then re-run from cache.
+        before |= {r.id for r in done}
+        _register(digits, "digits-lost", stack)
+        (lost,) = _wait_for(new_runs, 180, "the digits-lost run", stack)
+        _wait_for(lambda: {"quantize", "evaluate"} <= {k.split("#")[0] for k, v in _task_states(prefect, lost.id).items()
+                                                       if v == "Completed"}, 600, "quantize and evaluate done", stack)
+        stack.kill("worker-cpu")
+        _kill_flow_run_processes(str(lost.id))
+        crashed = _wait_for(lambda: _finished(prefect, lost.id), 300, "the lost run marked crashed", stack)
+        assert crashed.state.is_crashed(), crashed.state
+        stack.start_worker("cpu")
+        again = run_deployment("quantize-model/quantize-model", parameters=lost.parameters, timeout=900)
+        assert again.state.is_completed(), again.state.message
+        states = _task_states(prefect, again.id)
+        assert {s for k, s in states.items() if k.startswith(("quantize#", "evaluate#"))} == {"Cached"}, states
+
+
 def test_a_language_model_through_its_trigger_the_cpu_pool_and_the_sweep(live, tiny_llama, tmp_path):
     import shutil
     import sys
@@ -242,6 +322,24 @@ def test_a_language_model_through_its_trigger_the_cpu_pool_and_the_sweep(live, t
         assert found["source_model"] == f"models:/tiny-llama/{version}"
         assert found["drift"]["drifted"] and found["drift"]["worst_feature"] == "window_log_perplexity"
         assert found["requantized"] and found["gate_status"] in ("passed", "manual_review", "failed")
+
+
+def _kill_flow_run_processes(flow_run_id: str) -> None:
+    """SIGKILL every process running flow run flow_run_id (the flow and its benchmark
+    workers, found by the run id in their environment), as a lost machine would end them."""
+    import os
+    import signal
+
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode() in environ:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
 
 
 def _shipped_version(quantized: str, report: dict) -> str:

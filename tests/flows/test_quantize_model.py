@@ -10,6 +10,7 @@ import pytest
 
 from flows.cli import EXIT_CODES, main
 from quantmill.hashing import sha256_file
+from quantmill.metrics import halves
 from quantmill.models import register_source_model
 from quantmill.tracking.client import client
 
@@ -37,14 +38,22 @@ def test_digits_from_the_registry_end_to_end(digits, tmp_path, capsys):
     assert 0 <= report["calibration"]["ks_statistic"] <= 1 and 0 <= report["calibration"]["ks_pvalue"] <= 1
     assert report["candidates"][0]["format"] == "onnx-int8-static"
 
-    # The artifact, loaded back, reproduces the reported accuracy.
+    # The artifact, loaded back, reproduces the reported accuracy on each half of the
+    # evaluation data: the half that chose it and the half held back to confirm it.
     attempt = report["attempts"][0]
     assert attempt["format"] == "onnx-int8-static" and attempt["accuracy_drop"] <= 1.0
     assert sha256_file(Path(attempt["path"])) == attempt["sha256"]
+    assert Path(attempt["path"]).is_relative_to(out / "runs")
     with np.load(digits.evaluation) as data:
         session = ort.InferenceSession(attempt["path"], providers=["CPUExecutionProvider"])
-        predictions = session.run(None, {"pixels": data["pixels"]})[0].argmax(1)
-        assert 100.0 * np.mean(predictions == data["labels"]) == pytest.approx(attempt["quantized_metric"])
+        right = session.run(None, {"pixels": data["pixels"]})[0].argmax(1) == data["labels"]
+    choose, confirm = halves(len(right))
+    confirmation = attempt["confirmation"]
+    assert 100.0 * np.mean(right[choose]) == pytest.approx(attempt["quantized_metric"]) and attempt["samples"] == len(choose)
+    assert 100.0 * np.mean(right[confirm]) == pytest.approx(confirmation["quantized_metric"])
+    low, high = confirmation["drop_interval"]
+    assert low <= confirmation["accuracy_drop"] <= high and confirmation["samples"] == len(confirm)
+    assert f"confirmed at {confirmation['accuracy_drop']:.2f}" in gate["reasons"][0]
     metadata = json.loads((Path(attempt["path"]).parent / "metadata.json").read_text())
     assert metadata["calibration_data_sha256"] == report["calibration"]["data_sha256"]
     assert metadata["source"]["sha256"] == report["model"]["sha256"]
@@ -66,8 +75,18 @@ def test_digits_from_the_registry_end_to_end(digits, tmp_path, capsys):
         assert registered.tags["gate_status"] == "passed"
     else:
         assert gate["status"] == "manual_review"
-        assert any(r.startswith(("slower than full precision", "no measurable speedup")) for r in gate["reasons"])
+        assert any(r.startswith(("slower than full precision", "no measurable speedup", "the confirmed drop's interval"))
+                   for r in gate["reasons"])
         assert registry.search_registered_models("name = 'digits-cnn-quantized'") == []
+
+    # The same version again into the same folder: a run of its own, the first one's files untouched.
+    _cli(f"models:/digits-cnn/{version}", "--task", "classification", "--calibration-data", digits.calibration,
+         "--eval-data", digits.evaluation, "--max-accuracy-drop", "1.0", "--out", out)
+    second = json.loads((out / "report.json").read_text())
+    assert second["mlflow"]["run_id"] != report["mlflow"]["run_id"] and len(list((out / "runs").iterdir())) == 2
+    assert Path(second["attempts"][0]["path"]).parent.parent != Path(attempt["path"]).parent.parent
+    assert sha256_file(Path(attempt["path"])) == attempt["sha256"]
+    assert json.loads((Path(attempt["path"]).parents[2] / "report.json").read_text())["mlflow"] == report["mlflow"]
 
 
 def test_shifted_calibration_data_stops_the_run_before_quantizing(digits, tmp_path):
@@ -80,7 +99,7 @@ def test_shifted_calibration_data_stops_the_run_before_quantizing(digits, tmp_pa
     report = json.loads((out / "report.json").read_text())
     assert code == EXIT_CODES["failed"]
     assert report["calibration"]["status"] == "fail"
-    assert report["attempts"] == [] and not (out / "attempts").exists()
+    assert report["attempts"] == [] and not list(out.glob("runs/*/attempts"))
     assert "calibration data failed validation" in report["gate"]["reasons"][0]
     assert client().search_registered_models() == []
 
@@ -146,7 +165,9 @@ def test_the_chosen_artifact_goes_to_s3_when_configured(digits, tmp_path, s3_ser
     chosen = next(a for a in report["attempts"] if a["index"] == report["gate"]["chosen_attempt"])
     uri = report["storage"]["s3_uri"]
     prefix = uri.removeprefix(f"s3://{location.bucket}/")
-    assert prefix == f"quantmill/digits_cnn/{report['model']['sha256'][:12]}/{chosen['format']}"
+    # Under the flow run's id, which also names the run's output folder: runs never share an upload.
+    run_id = Path(chosen["path"]).parents[2].name
+    assert prefix == f"quantmill/digits_cnn/{report['model']['sha256'][:12]}/{chosen['format']}/{run_id}"
     from quantmill.storage import s3_client
 
     listed = s3_client(location).list_objects_v2(Bucket=location.bucket, Prefix=prefix + "/")["Contents"]

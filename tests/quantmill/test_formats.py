@@ -30,11 +30,15 @@ def test_within_budget_fastest_first_then_over_budget_then_fp16_last():
     assert "over the budget of 1 points" in candidates[1].reason
 
 
-def test_rows_for_one_format_are_averaged_by_measurement_count():
-    table = (_row("onnx-int8-static", 0.0, 1.0, n=1), _row("onnx-int8-static", 3.0, 2.0, n=2))
-    first = _select(table)[0]
-    assert first.format == "onnx-int8-static"
-    assert "drop 2.00 points over" in first.reason and "3 run(s)" in first.reason
+def test_rows_for_one_format_are_aggregated_to_medians_with_their_spread():
+    # Three measurements of static INT8 (one row counting twice); one odd run of dynamic
+    # INT8 at 3x does not put it first, its median does.
+    table = (_row("onnx-int8-static", 0.0, 1.0, n=1), _row("onnx-int8-static", 3.0, 2.0, n=2),
+             _row("onnx-int8-dynamic", 0.0, 3.0), _row("onnx-int8-dynamic", 0.0, 1.1), _row("onnx-int8-dynamic", 0.0, 1.2))
+    first, second = _select(table, budget=5.0)[:2]
+    assert first.format == "onnx-int8-static" and second.format == "onnx-int8-dynamic"
+    assert "drop 3.00 points within" in first.reason and "2.00x throughput (1.00-2.00x)" in first.reason
+    assert "medians of 3 run(s)" in first.reason and "1.20x throughput (1.10-3.00x)" in second.reason
 
 
 def test_unmeasured_family_gets_the_conservative_choice_and_says_so():

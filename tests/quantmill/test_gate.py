@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from quantmill.attempts import Attempt
@@ -9,6 +10,7 @@ from quantmill.formats.onnx import OnnxStaticOptions
 from quantmill.gate import FAILED, MANUAL_REVIEW, PASSED, decide
 from quantmill.metrics import Budget, Evaluation, budget_for
 from quantmill.runtimes.onnxruntime import Benchmark
+from quantmill.speed import OBJECTIVES
 
 POINTS = Budget(1.0, "points", "max_accuracy_drop")
 
@@ -96,3 +98,47 @@ def test_speed_is_judged_against_full_precision_on_the_same_runtime():
         "gguf-q4_k_m": "gguf-f16", "awq-w4a16": "hf-checkpoint",
     }
     assert baselines_for("hf-encoder", ["onnx-int8-dynamic"]) == {"onnx-int8-dynamic": "onnx-fp32"}
+
+
+@pytest.mark.parametrize("flipped,status", [(0, PASSED), (1, MANUAL_REVIEW), (6, FAILED)])
+def test_the_drop_is_judged_on_the_half_that_did_not_choose(flipped, status, tmp_path):
+    # The quantized model agrees with full precision on the choosing half and is wrong on
+    # `flipped` of the 200 held-back samples: 0 passes; 1 (0.5 points, but its interval
+    # reaches past 1 point) is not beyond the noise; 6 (3 points) fails.
+    from quantmill.data import Dataset
+    from quantmill.metrics import get_metric, halves
+
+    labels = np.arange(400) % 10
+    reference = 5.0 * np.eye(10)[labels]
+    outputs = reference.copy()
+    flip = halves(len(labels))[1][:flipped]
+    outputs[flip] = np.roll(outputs[flip], 1, axis=1)
+    data = Dataset(tmp_path / "eval.npz", "0" * 64, {"pixels": np.zeros((400, 1), np.float32)}, labels)
+    evaluation = get_metric("classification").evaluate(reference, outputs, data)
+    assert evaluation.accuracy_drop == 0.0 and evaluation.samples == 200
+    assert evaluation.confirmed.accuracy_drop == pytest.approx(flipped / 2) and evaluation.confirmed.samples == 200
+    fast = _attempt(1, 0.0, 300)
+    attempt = Attempt(1, fast.format, fast.options, fast.reason, fast.artifact, evaluation, fast.benchmark, "onnx-fp32",
+                      fast.baseline)
+    decision = decide(_verdict(), (attempt,), POINTS, "cpu")
+    assert decision.status == status, decision.reasons
+    assert f"confirmed at {flipped / 2:.2f} (95% CI" in decision.reasons[0]
+
+
+def test_the_objective_says_which_speed_is_judged():
+    # Against FP32: the same throughput at batch 32, twice it at batch 1, a quarter the size.
+    def bench(batch1, batch32, size):
+        rounds = {"1": [batch1 * (1 + 0.01 * k) for k in (-2, -1, 0, 1, 2)],
+                  "32": [batch32 * (1 + 0.01 * k) for k in (2, -1, 0, -2, 1)]}
+        return Benchmark(1.0, 1.0, {}, {"1": batch1, "32": batch32}, 1, 1, size, {}, 5, rounds)
+
+    small = ExportedArtifact(Path("."), Path("m"), "0" * 64, 250)
+    attempt = Attempt(1, "onnx-int8-static", OnnxStaticOptions(), "r", small, Evaluation("top1_accuracy", 98.0, 98.0, 0.0),
+                      bench(200, 100, 250), "onnx-fp32", bench(100, 100, 1000))
+    outcomes = {objective: decide(_verdict(), (attempt,), POINTS, "cpu", objective) for objective in OBJECTIVES}
+    assert outcomes["throughput"].status == MANUAL_REVIEW and "no measurable speedup" in outcomes["throughput"].reasons[-1]
+    assert outcomes["latency"].status == PASSED and "samples/s at batch 1" in outcomes["latency"].reasons[-1]
+    assert outcomes["size"].status == PASSED and outcomes["size"].reasons[-1].startswith("size objective: 4.00x smaller")
+    bigger = Attempt(1, attempt.format, attempt.options, "r", ExportedArtifact(Path("."), Path("m"), "0" * 64, 1000),
+                     attempt.evaluation, attempt.benchmark, "onnx-fp32", attempt.baseline)
+    assert "not smaller" in decide(_verdict(), (bigger,), POINTS, "cpu", "size").reasons[-1]

@@ -1,0 +1,32 @@
+#!/bin/sh
+# The GPU table as measured through the device tool (one H200 here), in two calls; the
+# first starts llama.cpp's CUDA build in the background (it outlives the call), the second
+# waits for it. Each call runs from the repository root with .gpu/ carried:
+#   .gpu/llama.cpp-cuda.tar.xz  vendor/llama.cpp of llama-cpp-python 0.3.36's sdist without
+#                               models/ docs/ media/ tests/ examples/ and the non-CUDA backends
+#   .gpu/whl/torchao-0.18.0-*.whl, .gpu/tiny-llama/ (the demo's trained model), .gpu/heldout.txt
+# Usage: sh benchmarks/gpu.sh torch | sh benchmarks/gpu.sh gguf   (OUT: where rows and logs go)
+set -e
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+case "$1" in
+torch)
+  mkdir -p /tmp/ll && tar -xJf .gpu/llama.cpp-cuda.tar.xz -C /tmp/ll
+  setsid nohup sh -c 'cd /tmp/ll/llama.cpp && cmake -B build -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+    -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF > /tmp/build.log 2>&1 \
+    && cmake --build build -j 12 --target llama-bench llama-quantize >> /tmp/build.log 2>&1; echo $? > /tmp/build.rc' \
+    > /dev/null 2>&1 &
+  python3 benchmarks/gpu.py quality --out "$OUT" --tiny-llama .gpu/tiny-llama --heldout .gpu/heldout.txt 2>&1 | tee "$OUT/quality.log"
+  timeout 500 python3 benchmarks/gpu.py torch --out "$OUT" --shape llama-3-8b 2>&1 | tee "$OUT/torch.log"
+  ;;
+gguf)
+  while [ ! -f /tmp/build.rc ]; do sleep 5; done
+  tail -3 /tmp/build.log; cp /tmp/build.log "$OUT/build.log"
+  [ "$(cat /tmp/build.rc)" = 0 ]
+  python3 benchmarks/gpu.py gguf --out "$OUT" --llama-cpp /tmp/ll/llama.cpp --build /tmp/ll/llama.cpp/build \
+    --tokenizer .gpu/tiny-llama 2>&1 | tee "$OUT/gguf.log"
+  ;;
+esac
