@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from quantmill.errors import InputError, QuantmillError
@@ -64,10 +65,15 @@ def preflight(args: argparse.Namespace) -> Model:
     budget_for(args.task, args.max_accuracy_drop, args.max_ppl_increase)
     if args.out.exists() and not args.out.is_dir():
         raise InputError(args.out, "exists and is not a folder (--out names the folder for report.json and artifacts)")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=args.out).close()
+    except OSError as err:
+        raise InputError(args.out, f"cannot write there ({err.strerror or err})") from None
     model = resolve_model(args.model, args.task, quantmill_home() / "work")
     kind = get_kind(model.kind)
     kind.load_data(model, args.calibration_data)
-    get_metric(args.task).check(kind.load_data(model, args.eval_data))
+    get_metric(args.task).check(kind.load_data(model, args.eval_data), kind.classes(model))
     return model
 
 

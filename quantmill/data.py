@@ -92,6 +92,11 @@ def _load_npz(path: Path, inputs: tuple[TensorSpec, ...]) -> Dataset:
     if labels is not None:
         if labels.ndim != 1 or len(labels) != len(next(iter(feeds.values()))):
             raise InputError(path, f"'labels' has shape {labels.shape}; expected one label per sample")
+        # A float label would be truncated into some class silently; a negative one is no class.
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise InputError(path, f"'labels' are {labels.dtype}; expected integer class indices")
+        if len(labels) and labels.min() < 0:
+            raise InputError(path, f"'labels' holds a negative class ({int(labels.min())})")
         labels = labels.astype(np.int64)
     return Dataset(path, sha256_file(path), feeds, labels)
 

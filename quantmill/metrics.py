@@ -77,12 +77,16 @@ class TaskMetric:
     compare: Callable[[np.ndarray, np.ndarray, Dataset], Evaluation]
     needs_labels: bool = False
 
-    def check(self, dataset: Dataset) -> None:
+    def check(self, dataset: Dataset, classes: int | None = None) -> None:
         """Raise InputError naming the file when dataset cannot be scored by this metric:
-        classification data without one integer label per sample, or fewer samples than
-        two halves need."""
+        classification data without one integer label per sample or with a label outside
+        the model's classes (when the model says how many), or fewer samples than two
+        halves need."""
         if self.needs_labels and dataset.labels is None:
             raise InputError(dataset.path, f"{self.task} needs 'labels', one integer class per sample")
+        if self.needs_labels and classes is not None and len(dataset.labels) and dataset.labels.max() >= classes:
+            raise InputError(dataset.path, f"'labels' holds class {int(dataset.labels.max())}, but the model scores "
+                                           f"{classes} classes (0-{classes - 1})")
         if len(dataset) < MIN_EVALUATION_SAMPLES:
             raise InputError(dataset.path, f"{len(dataset)} evaluation samples; at least {MIN_EVALUATION_SAMPLES} are needed "
                                            "(half to choose an attempt, half to confirm it)")

@@ -17,9 +17,10 @@ from tasks.policy import EPHEMERAL
 def load_data_task(model: Model, path: Path, task_name: str | None = None) -> Dataset:
     """Return the data set at path ready to feed model (its kind's loader), checked to be
     scorable by task_name's metric when given."""
-    dataset = get_kind(model.kind).load_data(model, path)
+    kind = get_kind(model.kind)
+    dataset = kind.load_data(model, path)
     if task_name is not None:
-        get_metric(task_name).check(dataset)
+        get_metric(task_name).check(dataset, kind.classes(model))
     return dataset
 
 

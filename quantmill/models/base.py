@@ -92,6 +92,11 @@ class ModelKind:
         """Return per-sample features by name, whose distributions the KS tests compare."""
         raise NotImplementedError
 
+    def classes(self, model: Model) -> int | None:
+        """Return how many classes model's first output scores, when its graph says so
+        statically; None otherwise."""
+        return None
+
     def log_source(self, path: Path, name: str):
         """Log path as a model in the active MLflow run, registered under name; return
         MLflow's ModelInfo."""

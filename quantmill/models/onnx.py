@@ -113,6 +113,12 @@ class OnnxKind(ModelKind):
         """Return the graph inputs' per-sample features (calibration.input_features)."""
         return input_features(dataset)
 
+    def classes(self, model: Model) -> int | None:
+        """Return the static last dimension of the graph's first output (None if symbolic)."""
+        graph = onnx.load(str(model.path), load_external_data=False).graph
+        dims = graph.output[0].type.tensor_type.shape.dim
+        return dims[-1].dim_value or None if dims else None
+
     def log_source(self, path: Path, name: str):
         """Log the ONNX file with MLflow's onnx flavor, weights inline, registered as name."""
         import mlflow

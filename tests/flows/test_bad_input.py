@@ -1,6 +1,7 @@
 """Bad input ends in one line naming the file and the problem, exit code 2, no traceback,
 and nothing recorded or registered."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,51 @@ def test_out_naming_a_file(capsys, digits, tmp_path, quantmill_home):
     code = main(["run", str(digits.model), "--task", "classification", "--calibration-data", str(digits.calibration),
                  "--eval-data", str(digits.evaluation), "--out", str(taken)])
     _assert_rejected(code, capsys.readouterr().err.strip(), taken, "exists and is not a folder", quantmill_home)
+
+
+def _evaluation_with(tmp_path, digits, **change):
+    with np.load(digits.evaluation) as data:
+        arrays = {"pixels": data["pixels"], "labels": data["labels"]} | change
+    return _npz(tmp_path / "eval.npz", **arrays)
+
+
+@pytest.mark.parametrize(("make", "problem"), [
+    (lambda d, t: _evaluation_with(t, d, labels=np.load(d.evaluation)["labels"] + 10),
+     "'labels' holds class 19, but the model scores 10 classes (0-9)"),
+    (lambda d, t: _evaluation_with(t, d, labels=np.load(d.evaluation)["labels"] - 1), "'labels' holds a negative class (-1)"),
+    (lambda d, t: _evaluation_with(t, d, labels=np.load(d.evaluation)["labels"] + 0.5),
+     "'labels' are float64; expected integer class indices"),
+    (lambda d, t: _evaluation_with(t, d, labels=np.load(d.evaluation)["labels"][:10]),
+     "'labels' has shape (10,); expected one label per sample"),
+    (lambda d, t: _evaluation_with(t, d, pixels=np.array([None] * len(np.load(d.evaluation)["labels"]), dtype=object)),
+     "not a readable .npz archive (Object arrays cannot be loaded when allow_pickle=False)"),
+    (lambda d, t: _evaluation_with(t, d, pixels=np.load(d.evaluation)["pixels"][:6], labels=np.load(d.evaluation)["labels"][:6]),
+     "6 evaluation samples; at least 16 are needed (half to choose an attempt, half to confirm it)"),
+], ids=["labels-beyond-the-classes", "negative-labels", "float-labels", "labels-mismatched", "object-array",
+        "too-few-to-split"])
+def test_evaluation_data_that_cannot_judge_the_model(capsys, digits, tmp_path, quantmill_home, make, problem):
+    bad = make(digits, tmp_path)
+    _assert_rejected(*_run(capsys, digits.model, digits.calibration, bad), bad, problem, quantmill_home)
+
+
+def test_out_that_cannot_be_written(capsys, digits, tmp_path, quantmill_home):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    code = main(["run", str(digits.model), "--task", "classification", "--calibration-data", str(digits.calibration),
+                 "--eval-data", str(digits.evaluation), "--out", str(locked / "out")])
+    err = capsys.readouterr().err.strip()
+    if os.geteuid() == 0:  # root writes anywhere it may; /proc refuses even root
+        code = main(["run", str(digits.model), "--task", "classification", "--calibration-data", str(digits.calibration),
+                     "--eval-data", str(digits.evaluation), "--out", "/proc/quantmill-out"])
+        err, locked = capsys.readouterr().err.strip(), Path("/proc")
+    assert code == EXIT_BAD_INPUT and err.count("\n") == 0 and "cannot write there" in err, err
+    assert err.startswith(f"quantmill: error: {locked}")
+
+
+def test_a_registry_uri_that_names_nothing(capsys, digits, quantmill_home):
+    code, err = _run(capsys, "models:/no-such-model/1", digits.calibration, digits.evaluation)
+    # MLflow logs creating the local store's tables first; quantmill's own word is one line.
+    (line,) = [e for e in err.splitlines() if "quantmill" in e]
+    assert code == EXIT_BAD_INPUT and "Traceback" not in err
+    assert line.startswith("quantmill: error: models:/no-such-model/1: not in the MLflow registry")
