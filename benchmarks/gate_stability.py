@@ -1,8 +1,8 @@
 """The same inputs, the same decision: runs `quantmill run` N times on the digits CNN with
 the same files and budget (each run benchmarked afresh, caches of quantize and evaluate
 included, as a user's re-run would be) and prints each run's gate decision, the chosen
-attempt's speed ratio and its 95% interval, and how many runs agreed with the most common
-decision.
+attempt's speed ratio and its 95% interval, its drop confirmed on the held-back half with
+its interval, and how many runs agreed with the most common decision.
 
     .venv/bin/python benchmarks/gate_stability.py [--runs 10] [--benchmark-seconds 1.0]
 """
@@ -40,8 +40,10 @@ def main() -> None:
                 print(f"run {run}: {report['gate']['status']}")
                 continue
             low, high = chosen["speedup_ci"]
+            confirmed = chosen["confirmation"]
             print(f"run {run}: {report['gate']['status']:<13} {chosen['format']:<18} {chosen['speedup_vs_baseline']:.2f}x "
-                  f"(95% CI {low:.2f}-{high:.2f}) {chosen['speed_verdict']}", flush=True)
+                  f"(95% CI {low:.2f}-{high:.2f}) {chosen['speed_verdict']}; confirmed drop {confirmed['accuracy_drop']:.2f} "
+                  f"(95% CI {confirmed['drop_interval'][0]:.2f} to {confirmed['drop_interval'][1]:.2f})", flush=True)
     decision, agreeing = Counter(decisions).most_common(1)[0]
     print(f"\nsame decision ({decision}) in {agreeing} of {len(decisions)} runs")
 

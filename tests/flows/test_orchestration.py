@@ -230,21 +230,22 @@ def test_fault_campaign(live, digits):
             runs = [_finished(prefect, r.id) for r in new_runs()]
             return runs if runs and all(runs) else None
 
-        versions = [_register(digits, "digits-burst", stack) for _ in range(5)]
+        # Five models, so five new versions (the same weights under one name would be one version).
+        uris = [f"models:/{name}/{_register(digits, name, stack)}" for name in (f"digits-burst-{i}" for i in range(5))]
         started = _wait_for(lambda: at_least(5), 180, "5 runs", stack)
-        first = next(r for r in started if r.parameters["model"] == f"models:/digits-burst/{versions[0]}")
+        first = next(r for r in started if r.parameters["model"] == uris[0])
         _wait_for(lambda: prefect.read_flow_run(first.id).state.is_running(), 300, "the first burst run starting", stack)
         # The budget tag changed while its run is going: a new request, a run of its own.
-        tag_model_version("digits-burst", versions[0], "quantmill.max_accuracy_drop", "2")
+        tag_model_version("digits-burst-0", uris[0].rsplit("/", 1)[1], "quantmill.max_accuracy_drop", "2")
         _wait_for(lambda: at_least(6), 120, "the re-tagged version's run", stack)
         stack.restart("mlflow-server")
         wait_http(f"{stack.mlflow_url}/health", 120, stack.processes["mlflow-server"])
         done = _wait_for(all_finished, 1500, "the burst finishing", stack)
 
         assert len(done) == 6 and all(r.state.is_completed() for r in done), [(r.name, r.state.message) for r in done]
-        per_version = {v: [r for r in done if r.parameters["model"] == f"models:/digits-burst/{v}"] for v in versions}
-        assert [len(per_version[v]) for v in versions] == [2, 1, 1, 1, 1]
-        assert sorted(float(r.parameters["max_accuracy_drop"]) for r in per_version[versions[0]]) == [1.0, 2.0]
+        per_version = {uri: [r for r in done if r.parameters["model"] == uri] for uri in uris}
+        assert [len(per_version[uri]) for uri in uris] == [2, 1, 1, 1, 1]
+        assert sorted(float(r.parameters["max_accuracy_drop"]) for r in per_version[uris[0]]) == [1.0, 2.0]
         reports = [r.state.result() for r in done]
         folders = set()
         for report in reports:
@@ -255,7 +256,7 @@ def test_fault_campaign(live, digits):
         experiment = registry.get_experiment_by_name(EXPERIMENT).experiment_id
         for run in done:
             assert len(registry.search_runs([experiment], f"tags.`{RECORD_KEY}` = '{run.id}'")) == 1
-        registered = registry.search_model_versions("name = 'digits-burst-quantized'")
+        registered = [v for i in range(5) for v in registry.search_model_versions(f"name = 'digits-burst-{i}-quantized'")]
         passed = [r for r in reports if r["gate"]["status"] == "passed"]
         assert sorted(v.run_id for v in registered) == sorted(r["mlflow"]["run_id"] for r in passed)
         assert all(v.tags.get("gate_status") == "passed" for v in registered)
