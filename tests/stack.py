@@ -107,6 +107,7 @@ class Stack:
 
 def start_stack(root: Path) -> Stack:
     import boto3
+    from cryptography.fernet import Fernet
     from moto.server import ThreadedMotoServer
 
     s3_port, prefect_port, mlflow_port, webhook_port = (free_port() for _ in range(4))
@@ -128,6 +129,8 @@ def start_stack(root: Path) -> Stack:
         "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_HEARTBEAT_SECONDS": "5",
         "QUANTMILL_ROOT": str(REPO), "QUANTMILL_HOME": str(root / "worker-home"),
         "QUANTMILL_WEBHOOK_SECRET": SECRET, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+        # One key for every start of the MLflow server: it encrypts the webhook's secret.
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
     }
     env.pop("PREFECT_PROFILES_PATH", None)
     boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",

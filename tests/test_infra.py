@@ -10,7 +10,7 @@ def test_no_secret_has_a_default():
     defaults = re.findall(r"\$\{(\w*(?:PASSWORD|SECRET|AUTH)\w*):-", COMPOSE)
     assert defaults == []
     for name in ("QUANTMILL_WEBHOOK_SECRET", "POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "PREFECT_AUTH_STRING",
-                 "MLFLOW_ADMIN_PASSWORD"):
+                 "MLFLOW_ADMIN_PASSWORD", "MLFLOW_WEBHOOK_KEY"):
         assert f"${{{name}:?" in COMPOSE, name
 
 
