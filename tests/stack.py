@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -80,12 +79,6 @@ class Stack:
         self.stop(name)
         return self.start(name, *self.commands[name])
 
-    def kill(self, name: str) -> None:
-        """SIGKILL the process name and its process group, as a lost machine would end it."""
-        process = self.processes.pop(name)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
     def run(self, *command: str) -> str:
         done = subprocess.run(list(command), cwd=REPO, env=self.env, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
@@ -126,8 +119,6 @@ def start_stack(root: Path) -> Stack:
         "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-        # SQLite serializes writers: six concurrent runs' events would otherwise meet "database is locked".
-        "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
         "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_HEARTBEAT_SECONDS": "5",
         "QUANTMILL_ROOT": str(REPO), "QUANTMILL_HOME": str(root / "worker-home"),
         "QUANTMILL_WEBHOOK_SECRET": SECRET, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",

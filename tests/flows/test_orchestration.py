@@ -200,10 +200,8 @@ def test_registry_to_production_and_the_monthly_sweep(live, digits, tmp_path):
 def test_fault_campaign(live, digits):
     """Five versions registered at once; one re-tagged during its run; MLflow restarted while
     they run: every run completes with its own artifact, one registered version per passing
-    run and one MLflow run per flow run. Then the worker and the run's processes killed
-    mid-run: the run is marked Crashed, and a re-run completes from cache."""
+    run and one MLflow run per flow run; and registry events still arrive after the restart."""
     from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
 
     from quantmill.exporters.artifact import verify_artifact
     from quantmill.tracking.client import EXPERIMENT
@@ -261,21 +259,11 @@ def test_fault_campaign(live, digits):
         assert sorted(v.run_id for v in registered) == sorted(r["mlflow"]["run_id"] for r in passed)
         assert all(v.tags.get("gate_status") == "passed" for v in registered)
 
-        # A worker lost mid-run, with the run's own processes: Crashed, then re-run from cache.
+        # Registry events still reach quantmill after MLflow's restart (its webhook secret survives it).
         before |= {r.id for r in done}
-        _register(digits, "digits-lost", stack)
-        (lost,) = _wait_for(new_runs, 180, "the digits-lost run", stack)
-        _wait_for(lambda: {"quantize", "evaluate"} <= {k.split("#")[0] for k, v in _task_states(prefect, lost.id).items()
-                                                       if v in ("Completed", "Cached")}, 600, "quantize and evaluate done", stack)
-        stack.kill("worker-cpu")
-        _kill_flow_run_processes(str(lost.id))
-        crashed = _wait_for(lambda: _finished(prefect, lost.id), 300, "the lost run marked crashed", stack)
-        assert crashed.state.is_crashed(), crashed.state
-        stack.start_worker("cpu")
-        again = run_deployment("quantize-model/quantize-model", parameters=lost.parameters, timeout=900)
-        assert again.state.is_completed(), again.state.message
-        states = _task_states(prefect, again.id)
-        assert {s for k, s in states.items() if k.startswith(("quantize#", "evaluate#"))} == {"Cached"}, states
+        _register(digits, "digits-after-restart", stack)
+        (after,) = _wait_for(new_runs, 180, "a run for a version registered after the restart", stack)
+        assert _wait_for(lambda: _finished(prefect, after.id), 600, "that run finishing", stack).state.is_completed()
 
 
 def test_a_language_model_through_its_trigger_the_cpu_pool_and_the_sweep(live, tiny_llama, tmp_path):
@@ -323,24 +311,6 @@ def test_a_language_model_through_its_trigger_the_cpu_pool_and_the_sweep(live, t
         assert found["source_model"] == f"models:/tiny-llama/{version}"
         assert found["drift"]["drifted"] and found["drift"]["worst_feature"] == "window_log_perplexity"
         assert found["requantized"] and found["gate_status"] in ("passed", "manual_review", "failed")
-
-
-def _kill_flow_run_processes(flow_run_id: str) -> None:
-    """SIGKILL every process running flow run flow_run_id (the flow and its benchmark
-    workers, found by the run id in their environment), as a lost machine would end them."""
-    import os
-    import signal
-
-    for proc in Path("/proc").iterdir():
-        try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode() in environ:
-            try:
-                os.kill(int(proc.name), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
 
 
 def _shipped_version(quantized: str, report: dict) -> str:
