@@ -37,7 +37,7 @@ demo: $(STAMP) llama-src
 test: $(STAMP) llama-src
 	$(PY) -m pytest -m "not orchestration"
 
-# Against a Prefect server, workers, MLflow and S3 started on loopback (about 25 minutes).
+# Against a Prefect server, workers, MLflow and S3 started on loopback (about 34 minutes).
 test-orchestration: $(STAMP) llama-src
 	$(PY) -m pytest -m orchestration
 
