@@ -5,7 +5,7 @@
 #   .gpu/llama.cpp-cuda.tar.xz  vendor/llama.cpp of llama-cpp-python 0.3.36's sdist without
 #                               models/ docs/ media/ tests/ examples/ and the non-CUDA backends
 #   .gpu/whl/torchao-0.18.0-*.whl, .gpu/tiny-llama/ (the demo's trained model), .gpu/heldout.txt
-# Usage: sh benchmarks/gpu.sh torch | gguf | torch-b1   (OUT: where rows and logs go)
+# Usage: sh benchmarks/gpu.sh torch | gguf | torch-b1 | target-convert | target   (OUT: where rows and logs go)
 # torch-b1 is the third call of 2026-11-29: the torch part again at batch 1 on the same warm
 # machine (inductor's cache from the first call, no build beside it), without int8-dyn.
 set -e
@@ -34,5 +34,29 @@ gguf)
 torch-b1)
   timeout 560 python3 benchmarks/gpu.py torch --out "$OUT" --shape llama-3-8b \
     --configs bf16,int4-wo-g128-tile,fp8-dyn-perrow,int8-wo --batches 1 2>&1 | tee "$OUT/torch-b1.log"
+  ;;
+target-convert)
+  # quantmill's gpu target (benchmarks/gpu_target.py), first call: llama.cpp's shared
+  # libraries built with CUDA in the background, the models made and converted meanwhile.
+  # Also carried: .gpu/py/llama_cpp and .gpu/py/diskcache, llama-cpp-python 0.3.36's Python
+  # package without its lib/ and its one dependency missing there.
+  mkdir -p /tmp/ll && tar -xJf .gpu/llama.cpp-cuda.tar.xz -C /tmp/ll
+  setsid nohup sh -c 'cd /tmp/ll/llama.cpp && cmake -B build -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+    -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF > /tmp/build.log 2>&1 \
+    && cmake --build build -j 14 --target llama llama-bench >> /tmp/build.log 2>&1; echo $? > /tmp/build.rc' \
+    > /dev/null 2>&1 &
+  export QUANTMILL_LLAMA_CPP_SRC=/tmp/ll/llama.cpp PYTHONPATH=.gpu/py:/tmp/ll/llama.cpp/gguf-py:$PYTHONPATH
+  python3 benchmarks/gpu_target.py --stage convert --work /tmp/target-work --out "$OUT" \
+    --tiny-llama .gpu/tiny-llama --heldout .gpu/heldout.txt 2>&1 | tee "$OUT/target-convert.log"
+  ;;
+target)
+  while [ ! -f /tmp/build.rc ]; do sleep 5; done
+  tail -3 /tmp/build.log; cp /tmp/build.log "$OUT/build.log"
+  [ "$(cat /tmp/build.rc)" = 0 ]
+  export LLAMA_CPP_LIB_PATH=$(dirname "$(find /tmp/ll/llama.cpp/build -name libllama.so | head -1)")
+  export QUANTMILL_LLAMA_CPP_SRC=/tmp/ll/llama.cpp PYTHONPATH=.gpu/py:/tmp/ll/llama.cpp/gguf-py:$PYTHONPATH
+  python3 benchmarks/gpu_target.py --stage all --work /tmp/target-work --out "$OUT" --tiny-llama .gpu/tiny-llama \
+    --heldout .gpu/heldout.txt --llama-bench /tmp/ll/llama.cpp/build/bin/llama-bench 2>&1 | tee "$OUT/target.log"
   ;;
 esac

@@ -1,8 +1,10 @@
-# GPU worker image: the project with ONNX Runtime's CUDA build and CUDA torch, running a
-# Prefect worker on pool `gpu`; benchmark-on-hardware measures with CUDAExecutionProvider.
+# GPU worker image: the project with ONNX Runtime's CUDA build, CUDA torch and llama.cpp
+# built with CUDA, running a Prefect worker on pool `gpu`; benchmark-on-hardware measures
+# ONNX models with CUDAExecutionProvider and GGUF with every layer on the GPU.
 # Build from the repository root: docker build -f docker/gpu.Dockerfile -t quantmill-gpu .
 # Run with the NVIDIA container toolkit (docker run --gpus all ...).
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+# The devel image: llama-cpp-python has no CUDA wheels and compiles with nvcc.
+FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3.11-venv python3.11-dev ca-certificates \
     build-essential cmake make \
@@ -20,5 +22,7 @@ COPY deployments deployments
 RUN pip install --index-url https://download.pytorch.org/whl/cu128 torch==2.13.0 \
  && pip install -c constraints.txt . \
  && make llama-src PY=python LLAMA_NEEDS= \
- && pip uninstall -y onnxruntime && pip install -c constraints.txt onnxruntime-gpu
+ && pip uninstall -y onnxruntime && pip install -c constraints.txt onnxruntime-gpu \
+ && CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=80;86;89;90" \
+    pip install --force-reinstall --no-deps --no-binary llama-cpp-python -c constraints.txt llama-cpp-python
 CMD ["prefect", "worker", "start", "--pool", "gpu"]

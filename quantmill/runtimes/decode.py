@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from quantmill.data import Dataset
-from quantmill.measure import memory_bandwidth_bytes_per_s
+from quantmill.measure import bandwidth_bytes_per_s
 from quantmill.speed import settled
 
 PROMPT_TOKENS = 128
@@ -66,6 +66,8 @@ class DecodeRuntime:
     module: str
     decode_tokens: int
     measurement = LMBenchmark
+    # Modules a benchmark worker imports before anything else (see LlamaCpp).
+    preload: tuple[str, ...] = ()
 
     def logits(self, path: Path, windows: np.ndarray) -> np.ndarray:
         """Return float32 logits [windows, positions, vocab] of the model at path."""
@@ -83,29 +85,32 @@ class DecodeRuntime:
         self, models: dict[str, Path], data: Dataset, target: str, seconds: float, pair: tuple[str, str] | None = None,
     ) -> dict[str, LMBenchmark]:
         """Return an LMBenchmark per labelled model, each in a fresh process (benchmark_in_workers)."""
-        return benchmark_in_workers(self.module, models, PROMPT_TOKENS, self.decode_tokens, pair=pair)
+        return benchmark_in_workers(self.module, models, PROMPT_TOKENS, self.decode_tokens, pair=pair, target=target,
+                                    preload=self.preload)
 
 
 def benchmark_in_workers(
     module: str, models: dict[str, Path], prompt_tokens: int, decode_tokens: int, rounds: int = ROUNDS,
-    pair: tuple[str, str] | None = None, max_rounds: int = MAX_ROUNDS,
+    pair: tuple[str, str] | None = None, max_rounds: int = MAX_ROUNDS, target: str = "cpu",
+    preload: tuple[str, ...] = (),
 ) -> dict[str, LMBenchmark]:
     """Return an LMBenchmark per labelled model, the models taking turns over rounds
     rounds, and more for pair's two models alone, up to max_rounds, while the decode speed of pair's model (the attempt
     the gate judges) against pair's baseline is still within the noise (speed.settled); each
-    measurement by `python -m module MODEL PROMPT DECODE` in a fresh process, which prints
-    one JSON object (with bytes_per_token).
+    measurement by `python -m module MODEL PROMPT DECODE TARGET` in a fresh process (which
+    imports preload first), which prints one JSON object (with bytes_per_token). The decode bound is the measured memory
+    bandwidth of target (the GPU's on 'gpu').
 
     Raises RuntimeError with the worker's last error line when a worker fails, or when it
     runs past WORKER_TIMEOUT_S.
     """
-    bandwidth = memory_bandwidth_bytes_per_s()
+    bandwidth = bandwidth_bytes_per_s(target)
     runs: dict[str, list[dict]] = {label: [] for label in models}
     done = 0
     while done < rounds or (done < max_rounds and not settled(_decoded(runs), pair)):
         # Extra rounds measure only the judged pair, still interleaved.
         for label in models if done < rounds else pair:
-            runs[label].append(_run_worker(module, models[label], prompt_tokens, decode_tokens))
+            runs[label].append(_run_worker(module, models[label], prompt_tokens, decode_tokens, target, preload))
         done += 1
     results = {}
     for label, measured in runs.items():
@@ -127,14 +132,20 @@ def _decoded(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
     return {label: [r["decode_tokens_per_s"] for r in measured] for label, measured in runs.items()}
 
 
-def _run_worker(module: str, path: Path, prompt_tokens: int, decode_tokens: int) -> dict:
+def _run_worker(module: str, path: Path, prompt_tokens: int, decode_tokens: int, target: str,
+                preload: tuple[str, ...]) -> dict:
+    start = ["-m", module] if not preload else [
+        "-c", f"import {', '.join(preload)}, runpy; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"]
     try:
         done = subprocess.run(
-            [sys.executable, "-m", module, str(path), str(prompt_tokens), str(decode_tokens)],
+            [sys.executable, *start, str(path), str(prompt_tokens), str(decode_tokens), target],
             capture_output=True, text=True, check=False, timeout=WORKER_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"{module} benchmark of {path} ran past {WORKER_TIMEOUT_S} s") from None
     if done.returncode != 0:
-        raise RuntimeError(f"{module} benchmark of {path} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+        # Warnings can follow the error; a crash in native code leaves no Python error at all.
+        errors = [line for line in done.stderr.strip().splitlines() if "Warning" not in line]
+        raise RuntimeError(f"{module} benchmark of {path} failed (exit status {done.returncode}): "
+                           f"{errors[-1] if errors else 'no error message'}")
     return json.loads(done.stdout.strip().splitlines()[-1])

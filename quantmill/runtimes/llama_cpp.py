@@ -1,8 +1,9 @@
 """llama.cpp through llama-cpp-python: a GGUF's logits on token windows (the evaluation
-runner) and its prompt and decode speed (the benchmark).
+runner) and its prompt and decode speed (the benchmark), on the CPU or, where this worker's
+llama.cpp is built with a GPU backend (CUDA), with every layer offloaded to the GPU.
 
-Run as `python -m quantmill.runtimes.llama_cpp MODEL PROMPT_TOKENS DECODE_TOKENS` it prints
-one JSON object with the measurements of one model.
+Run as `python -m quantmill.runtimes.llama_cpp MODEL PROMPT_TOKENS DECODE_TOKENS [TARGET]` it
+prints one JSON object with the measurements of one model.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import os
 import sys
 import threading
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -57,38 +57,48 @@ def bytes_per_token(gguf_path: Path) -> int:
 
 
 class LlamaCpp(DecodeRuntime):
-    """llama.cpp on this worker's CPU."""
+    """llama.cpp on this worker's CPU, or on its GPU with every layer offloaded."""
 
     name = "llama.cpp"
     module = __name__
     decode_tokens = DECODE_TOKENS
+    # llama.cpp built with CUDA crashed loading a model (SIGSEGV) in any process that had
+    # imported numpy before llama.cpp's library, on the H200 (2026-11-29; not with the
+    # library loaded first, nor with the CPU build): the benchmark worker loads it first.
+    preload = ("llama_cpp",)
 
     def logits(self, path: Path, windows: np.ndarray) -> np.ndarray:
         """Return the GGUF's logits through llama.cpp (logits)."""
         return logits(path, windows)
 
     def unavailable(self, target: str) -> str | None:
-        """Return why llama.cpp cannot run on target here, or None."""
-        reason = super().unavailable(target)
-        if reason is not None:
-            return reason
+        """Return why llama.cpp cannot run on target here, or None: on 'gpu' its library
+        must be built with a GPU backend."""
+        if target not in ("cpu", "gpu"):
+            return f"quantmill runs llama.cpp on the CPU or an NVIDIA GPU, not on {target!r}"
         try:
-            import llama_cpp  # noqa: F401
-        except ImportError as err:
-            return f"llama-cpp-python is not installed ({err})"
+            import llama_cpp
+        except (ImportError, OSError) as err:
+            return f"llama-cpp-python is not installed or its library does not load ({err})"
+        if target == "gpu" and not llama_cpp.llama_supports_gpu_offload():
+            return (f"llama-cpp-python {llama_cpp.__version__} on this worker is built without a GPU backend "
+                    "(install it with CMAKE_ARGS=-DGGML_CUDA=on, or set LLAMA_CPP_LIB_PATH to a CUDA build of its llama.cpp)")
         return None
 
     def describe(self, target: str) -> str:
-        """Return e.g. 'llama.cpp via llama-cpp-python 0.3.36'."""
-        return f"llama.cpp via llama-cpp-python {version('llama-cpp-python')}"
+        """Return e.g. 'llama.cpp via llama-cpp-python 0.3.36', with 'all layers on the GPU' on 'gpu'."""
+        import llama_cpp
+
+        where = ", all layers on the GPU" if target == "gpu" else ""
+        return f"llama.cpp via llama-cpp-python {llama_cpp.__version__}{where}"
 
 
-def _measure(path: Path, prompt_tokens: int, decode_tokens: int) -> dict:
+def _measure(path: Path, prompt_tokens: int, decode_tokens: int, target: str = "cpu") -> dict:
     from llama_cpp import Llama
 
     start = time.perf_counter()
     llm = Llama(model_path=str(path), n_ctx=prompt_tokens + decode_tokens + 8, n_batch=prompt_tokens,
-                n_threads=os.cpu_count(), verbose=False)
+                n_threads=os.cpu_count(), n_gpu_layers=-1 if target == "gpu" else 0, verbose=False)
     load_ms = 1e3 * (time.perf_counter() - start)
     vocab = llm.n_vocab()
     prompt = [1] + [int(t) for t in np.random.default_rng(0).integers(3, vocab, prompt_tokens - 1)]
@@ -111,4 +121,4 @@ def _measure(path: Path, prompt_tokens: int, decode_tokens: int) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_measure(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))))
+    print(json.dumps(_measure(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:5])))

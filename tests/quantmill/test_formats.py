@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from quantmill.benchmark_table import TableRow, append_rows, load_table
@@ -57,10 +58,21 @@ def test_unknown_target_is_an_error():
 def test_offered_honours_the_target():
     assert {f.name for f in offered("onnx", "gpu")} == {"onnx-int8-static", "onnx-int8-dynamic", "onnx-fp16"}
     assert {f.name for f in offered("hf-causal-lm", "cpu")} >= {"gguf-q4_k_m", "gguf-q8_0", "awq-w4a16"}
-    # No runtime the gpu target offers yet runs a language-model format: said, not faked.
-    assert offered("hf-causal-lm", "gpu") == ()
-    with pytest.raises(QuantmillError, match="no format quantmill makes for hf-causal-lm models runs on target 'gpu'"):
-        select_formats("hf-causal-lm", "decoder-lm", "gpu", 5.0, "%", ())
+    # On a GPU, language models run as GGUF on llama.cpp's CUDA backend; AWQ's runtime
+    # (transformers on the CPU) is not offered there.
+    assert {f.name for f in offered("hf-causal-lm", "gpu")} == {"gguf-q4_k_m", "gguf-q5_k_m", "gguf-q6_k", "gguf-q8_0"}
+    assert [c.format for c in select_formats("hf-causal-lm", "decoder-lm", "gpu", 5.0, "%", ())] == ["gguf-q8_0"]
+
+
+def test_a_worker_without_the_gpu_says_why_for_each_runtime(tmp_path):
+    from quantmill.benchmark import benchmark_target
+    from quantmill.data import Dataset
+
+    data = Dataset(tmp_path / "eval.txt", "0" * 64, {"input_ids": np.zeros((1, 8), np.int64)})
+    measured = benchmark_target("gpu", {"gguf-f16": ("llama.cpp", tmp_path / "model.gguf")}, data)
+    # This machine has no GPU and a CPU build of llama.cpp: no figures, and both reasons.
+    assert not measured.measured and measured.benchmarks == {}
+    assert "nvidia-smi" in measured.reason and "built without a GPU backend" in measured.reason
 
 
 def test_every_format_declares_what_the_pipeline_needs():

@@ -1,0 +1,141 @@
+"""quantmill's gpu target end to end on a machine with an NVIDIA GPU: the artifacts are made
+by quantmill's own GGUF formats from a model resolved as quantize-model resolves it (llama.cpp's
+converter and quantizer), and measured by quantmill.benchmark.benchmark_target('gpu', ...), the
+function the benchmark-on-hardware/gpu flow runs: every model in fresh processes, taking turns,
+all layers on the GPU, with the decode bound from the GPU's measured copy bandwidth, until the
+judged pair is settled. Each ratio is quantmill.speed.compare's, as the gate states it. The same
+files also go through llama.cpp's own llama-bench, a second opinion on the harness.
+
+    python benchmarks/gpu_target.py --stage convert|all --work DIR --out DIR \\
+        --tiny-llama DIR --heldout FILE --llama-bench BIN [--shapes llama-3-8b,llama-3.2-1b]
+
+Needs llama-cpp-python's package with LLAMA_CPP_LIB_PATH naming a CUDA build of its llama.cpp,
+QUANTMILL_LLAMA_CPP_SRC naming that llama.cpp's source, and its gguf-py on PYTHONPATH
+(benchmarks/gpu.sh target-convert / target sets them). Random-weight models have the
+published shapes (speed depends on shapes, not on values); the trained tiny Llama is measured
+on the cpu target too. Prints one JSON line per model group and writes DIR/gpu-target.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu import SHAPES, VOCAB, gpu_name  # noqa: E402
+
+from quantmill.benchmark import benchmark_target  # noqa: E402
+from quantmill.formats import get_format  # noqa: E402
+from quantmill.hardware import local_cpu  # noqa: E402
+from quantmill.models import get_kind, resolve_model  # noqa: E402
+from quantmill.speed import compare  # noqa: E402
+
+FORMATS = ("gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
+BASELINE, JUDGED = "gguf-f16", "gguf-q4_k_m"
+
+
+def make_shape(name: str, tokenizer: Path, directory: Path) -> Path:
+    """Write a random-weight Llama of the named shape with the tiny Llama's tokenizer to directory (once)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if (directory / "config.json").exists():
+        return directory
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=VOCAB, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2,
+                         rope_theta=500000.0, **SHAPES[name])
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(directory)
+    for file in ("tokenizer.model", "tokenizer_config.json"):
+        shutil.copy(tokenizer / file, directory / file)
+    return directory
+
+
+def make_artifacts(model_dir: Path, work: Path, names: tuple[str, ...]) -> tuple[object, dict[str, Path], dict[str, float]]:
+    """Return the resolved model, its artifact per format name (made by the format's own
+    quantize, as quantize-model makes them) and the seconds each took."""
+    model = resolve_model(str(model_dir), "language-modeling", work / "resolve")
+    workdir = work / "artifacts"
+    workdir.mkdir(parents=True, exist_ok=True)
+    files, seconds = {}, {}
+    for name in names:
+        fmt = get_format(name)
+        started = time.perf_counter()
+        files[name] = fmt.quantize(model, fmt.default_options(local_cpu("")), None, workdir)
+        seconds[name] = round(time.perf_counter() - started, 1)
+        print(model.name, name, seconds[name], "s", flush=True)
+    return model, files, seconds
+
+
+def llama_bench(binary: Path, files: dict[str, Path]) -> dict[str, dict]:
+    """Return llama-bench's decode (tg256) and prefill (pp128) tokens/s per format, five repetitions, all layers on the GPU."""
+    done = subprocess.run([str(binary), "-ngl", "99", "-p", "128", "-n", "256", "-r", "5", "-o", "json",
+                           *[a for f in files.values() for a in ("-m", str(f))]], capture_output=True, text=True, check=True)
+    by_file = {f.name: name for name, f in files.items()}
+    out: dict[str, dict] = {}
+    for row in json.loads(done.stdout):
+        kind = "decode_tokens_per_s" if row["n_gen"] > 0 else "prompt_tokens_per_s"
+        out.setdefault(by_file[Path(row["model_filename"]).name], {})[kind] = [round(x, 2) for x in row["samples_ts"]]
+    return out
+
+
+def measure(model, files: dict[str, Path], heldout: Path, target: str) -> dict:
+    """Return benchmark_target's measurements on target, the judged pair settled, with each format's ratio to F16."""
+    data = get_kind(model.kind).load_data(model, heldout)
+    started = time.perf_counter()
+    measured = benchmark_target(target, {name: ("llama.cpp", path) for name, path in files.items()}, data,
+                                judged=(JUDGED, BASELINE))
+    if not measured.measured:
+        return {"target": target, "reason": measured.reason}
+    base = measured.benchmarks[BASELINE].decode_rounds
+    ratios = {name: compare(b.decode_rounds, base).describe() + f", {compare(b.decode_rounds, base).verdict}"
+              for name, b in measured.benchmarks.items() if name != BASELINE}
+    return {**measured.to_dict(), "hardware_line": measured.hardware.describe(), "decode_vs_f16": ratios,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", choices=("convert", "all"), required=True)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tiny-llama", type=Path, required=True)
+    parser.add_argument("--heldout", type=Path, required=True)
+    parser.add_argument("--llama-bench", type=Path)
+    parser.add_argument("--shapes", default="llama-3-8b,llama-3.2-1b")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    models = {"tiny-llama": args.tiny_llama}
+    for shape in filter(None, args.shapes.split(",")):
+        models[shape] = make_shape(shape, args.tiny_llama, args.work / shape)
+    import torch
+
+    results = {"date": date.today().isoformat(), "gpu": gpu_name() if torch.cuda.is_available() else None, "models": {}}
+    for label, directory in models.items():
+        names = FORMATS[:1] if args.stage == "convert" else FORMATS
+        model, files, seconds = make_artifacts(directory, args.work / f"{label}-work", names)
+        if args.stage == "convert":
+            continue
+        entry = {"parameters": model.parameters, "quantize_seconds": seconds,
+                 "sizes": {name: path.stat().st_size for name, path in files.items()},
+                 "gpu": measure(model, files, args.heldout, "gpu")}
+        if label == "tiny-llama":
+            entry["cpu"] = measure(model, files, args.heldout, "cpu")
+        if args.llama_bench:
+            entry["llama_bench_gpu"] = llama_bench(args.llama_bench, files)
+        results["models"][label] = entry
+        print(json.dumps({label: entry}), flush=True)
+        (args.out / "gpu-target.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
