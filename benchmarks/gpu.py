@@ -175,13 +175,18 @@ def weight_bytes(model) -> int:
     return total
 
 
-def decode_figures(model, batch: int, rounds_out: dict, label: str) -> None:
+def decode_figures(model, batch: int, rounds_out: dict, label: str, compile_mode: str | None = None) -> None:
     """Append one round's decode tokens/s per sequence (static KV cache; transformers
-    compiles the decode step with CUDA graphs) and prefill tokens/s to rounds_out[label]."""
+    compiles the decode step with CUDA graphs, with its default compile settings, or with
+    compile_mode and fullgraph=True when given) and prefill tokens/s to rounds_out[label]."""
     import torch
+    from transformers import CompileConfig
 
     prompt = torch.randint(3, VOCAB, (batch, PROMPT), device="cuda")
     kwargs = dict(do_sample=False, cache_implementation="static", pad_token_id=0)
+    if compile_mode:
+        # One graph for the whole decode step (a graph break is an error, not a slow path).
+        kwargs["compile_config"] = CompileConfig(fullgraph=True, mode=compile_mode)
 
     def timed(new: int) -> float:
         torch.cuda.synchronize()
@@ -230,7 +235,7 @@ def run_torch(args, rows: Rows, gpu: str, bandwidth: float) -> None:
             try:
                 torch.cuda.reset_peak_memory_stats()
                 resident, started = torch.cuda.memory_allocated(), time.perf_counter()
-                decode_figures(models[name], batch, {}, "warm")
+                decode_figures(models[name], batch, {}, "warm", args.compile_mode)
                 # Every model stays resident so that rounds take turns: its own peak is its
                 # weights plus what its decode added on top of everything resident.
                 peaks[(name, batch)] = (weight_bytes(models[name]) + torch.cuda.max_memory_allocated() - resident) / 1e9
@@ -241,7 +246,7 @@ def run_torch(args, rows: Rows, gpu: str, bandwidth: float) -> None:
         for _ in range(ROUNDS):
             for name in models:
                 if f"{name}@{batch}" not in failed:
-                    decode_figures(models[name], batch, rounds, (name, batch))
+                    decode_figures(models[name], batch, rounds, (name, batch), args.compile_mode)
     for (name, batch), figures in rounds.items():
         base_figures = rounds.get(("bf16", batch))
         decode = statistics.median(figures["decode"])
@@ -255,7 +260,8 @@ def run_torch(args, rows: Rows, gpu: str, bandwidth: float) -> None:
                  vs_baseline=round(ratio, 3), ci_low=round(low, 3), ci_high=round(high, 3),
                  peak_memory_gb=round(peaks.get((name, batch), math.nan), 2), size_gb=round(wbytes / 1e9, 3),
                  bytes_per_token=bytes_per_token, fraction_of_bound=round(decode * bytes_per_token / bandwidth, 3),
-                 quality="", note=f"torch.compile via generate(cache_implementation='static'), {ROUNDS} rounds in turns; "
+                 quality="", note=f"torch.compile via generate(cache_implementation='static'"
+                                  f"{', fullgraph, mode=' + args.compile_mode if args.compile_mode else ''}), {ROUNDS} rounds in turns; "
                                   f"bound = copy bandwidth {bandwidth / 1e12:.2f} TB/s / bytes per token")
     for name, reason in failed.items():
         rows.add(gpu=gpu, shape=shape_name, weights="random weights, speed only", runtime=f"torch {torch.__version__}",
@@ -380,6 +386,8 @@ def main() -> None:
     parser.add_argument("--shapes", default="llama-3-8b,llama-3.2-1b")
     parser.add_argument("--configs", default=",".join(TORCH_CONFIGS))
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
+    parser.add_argument("--compile-mode", help="torch.compile mode for the decode step, with fullgraph=True "
+                                               "(default: transformers' own compile settings)")
     parser.add_argument("--tiny-llama")
     parser.add_argument("--heldout")
     parser.add_argument("--llama-cpp")

@@ -5,7 +5,7 @@
 #   .gpu/llama.cpp-cuda.tar.xz  vendor/llama.cpp of llama-cpp-python 0.3.36's sdist without
 #                               models/ docs/ media/ tests/ examples/ and the non-CUDA backends
 #   .gpu/whl/torchao-0.18.0-*.whl, .gpu/tiny-llama/ (the demo's trained model), .gpu/heldout.txt
-# Usage: sh benchmarks/gpu.sh torch | gguf | torch-b1 | target-convert | target   (OUT: where rows and logs go)
+# Usage: sh benchmarks/gpu.sh torch | gguf | torch-b1 | torch-fullgraph | target-convert | target   (OUT: where rows and logs go)
 # torch-b1 is the third call of 2026-11-29: the torch part again at batch 1 on the same warm
 # machine (inductor's cache from the first call, no build beside it), without int8-dyn.
 set -e
@@ -34,6 +34,12 @@ gguf)
 torch-b1)
   timeout 560 python3 benchmarks/gpu.py torch --out "$OUT" --shape llama-3-8b \
     --configs bf16,int4-wo-g128-tile,fp8-dyn-perrow,int8-wo --batches 1 2>&1 | tee "$OUT/torch-b1.log"
+  ;;
+torch-fullgraph)
+  # The torch part once more with the decode step compiled as one graph (fullgraph=True), to
+  # see whether torchao's losses above came from graph breaks under generate's default compile.
+  timeout 560 python3 benchmarks/gpu.py torch --out "$OUT" --shape llama-3-8b --compile-mode reduce-overhead \
+    --configs bf16,int4-wo-g128-tile,fp8-dyn-perrow --batches 1 2>&1 | tee "$OUT/torch-fullgraph.log"
   ;;
 target-convert)
   # quantmill's gpu target (benchmarks/gpu_target.py), first call: llama.cpp's shared
