@@ -143,12 +143,12 @@ def quantize_model(
             shipping = chosen_attempt(attempts, budget)
             judged = None if shipping is None else (str(shipping.index), shipping.baseline_format)
             if benchmark_on is None:
-                measured = [benchmark_task(target, models, evaluation, benchmark_seconds, judged)]
+                measured = [benchmark_task(target, models, evaluation, benchmark_seconds, judged, objective)]
             else:
                 parameters = {
                     "model": ref.to_dict(), "eval_data": str(Path(eval_data).resolve()), "benchmark_seconds": benchmark_seconds,
                     "models": {label: {"format": name, "path": str(path)} for label, (name, path) in models.items()},
-                    "judged": None if judged is None else list(judged),
+                    "judged": None if judged is None else list(judged), "objective": objective,
                 }
                 futures = [benchmark_on_pool_task.submit(t, {**parameters, "target": t}, worker_wait_seconds)
                            for t in dict.fromkeys([target, *benchmark_on])]

@@ -191,7 +191,10 @@ def render_summary(report: dict) -> str:
         )
     for a in report["attempts"]:
         speed = f"{a['headline_value']:.1f}" if a["headline_value"] is not None else "-"
-        ratio = f"{a['speedup_vs_baseline']:.2f}" if a["speedup_vs_baseline"] else "-"
+        # The ratio the interval beside it belongs to (and the gate judges): the paired rounds'
+        # geometric mean, not the ratio of medians (speedup_vs_baseline), which can differ.
+        paired = (a.get("speed") or {}).get(THROUGHPUT, {}).get("ratio")
+        ratio = f"{paired:.2f}" if paired else "-"
         ci = a.get("speedup_ci") or [None, None]
         interval = f"{ci[0]:.2f}-{ci[1]:.2f}" if None not in ci else "-"
         mark = "*" if a["index"] == gate["chosen_attempt"] else " "

@@ -17,6 +17,7 @@ from quantmill.data import Dataset
 from quantmill.formats import get_format
 from quantmill.hardware import Hardware, local_cpu
 from quantmill.runtimes import get_runtime
+from quantmill.speed import THROUGHPUT
 from quantmill.targets import get_target
 from tasks.policy import EPHEMERAL, retried
 
@@ -27,13 +28,14 @@ _POLL_SECONDS = 2.0
 @task(name="benchmark", timeout_seconds=1800, **EPHEMERAL)
 def benchmark_task(
     target: str, models: dict[str, tuple[str, Path]], data: Dataset, seconds_per_batch: float,
-    judged: tuple[str, str] | None = None,
+    judged: tuple[str, str] | None = None, objective: str = THROUGHPUT,
 ) -> TargetBenchmarks:
     """Return the labelled models, each given as (format name, path), measured by their
     formats' benchmark runners on this machine's hardware for target (or the reason it
-    cannot), until judged (the attempt the gate will judge, and its baseline) is settled."""
+    cannot), until judged (the attempt the gate will judge, and its baseline) is settled on
+    the figure objective judges."""
     runtimes = {label: (get_format(name).benchmark_runner().name, Path(path)) for label, (name, path) in models.items()}
-    return benchmark_target(target, runtimes, data, seconds_per_batch, judged)
+    return benchmark_target(target, runtimes, data, seconds_per_batch, judged, objective)
 
 
 @task(name="describe-hardware", **EPHEMERAL)

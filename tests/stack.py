@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -78,6 +79,12 @@ class Stack:
         """Stop the process name and start it again with the same command."""
         self.stop(name)
         return self.start(name, *self.commands[name])
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process name and its process group, as a lost machine would end it."""
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
     def run(self, *command: str) -> str:
         done = subprocess.run(list(command), cwd=REPO, env=self.env, capture_output=True, text=True, timeout=300)

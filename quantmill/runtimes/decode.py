@@ -83,8 +83,10 @@ class DecodeRuntime:
 
     def benchmark(
         self, models: dict[str, Path], data: Dataset, target: str, seconds: float, pair: tuple[str, str] | None = None,
+        objective: str | None = None,
     ) -> dict[str, LMBenchmark]:
-        """Return an LMBenchmark per labelled model, each in a fresh process (benchmark_in_workers)."""
+        """Return an LMBenchmark per labelled model, each in a fresh process (benchmark_in_workers);
+        every objective judges decode tokens/s at batch 1."""
         return benchmark_in_workers(self.module, models, PROMPT_TOKENS, self.decode_tokens, pair=pair, target=target,
                                     preload=self.preload)
 

@@ -3,7 +3,8 @@ MLflow tracking server whose artifacts live on an S3 API server, and the registr
 receiver, all started here on loopback. One model version's life, in order: registered ->
 quantized once by the trigger; the same event again -> nothing new; re-run -> from cache;
 a pool without a worker -> not benchmarked; S3 down mid-run -> survived; the monthly sweep
--> the drifted model re-quantized, the other left alone. Then a language model's: the same
+-> the drifted model re-quantized, the other left alone. A fault campaign, and a worker lost
+mid-run -> Crashed, then re-run from cache. Then a language model's: the same
 flow through its own trigger, benchmarked on the cpu pool, and re-quantized by the sweep
 when its fresh text drifted."""
 
@@ -77,11 +78,11 @@ def _task_states(client, run_id) -> dict[str, str]:
     return {r.name.rsplit("-", 1)[0] + f"#{i}": r.state.name for i, r in enumerate(runs)}
 
 
-def _register(digits, name: str, stack: Stack) -> str:
+def _register(digits, name: str, stack: Stack, model: Path | None = None) -> str:
     from quantmill.models import register_source_model
     from quantmill.tracking.registry import tag_model_version
 
-    version = register_source_model(digits.model, name)
+    version = register_source_model(model or digits.model, name)
     for key, value in {"quantmill.task": "classification", "quantmill.calibration_data": str(digits.calibration),
                        "quantmill.eval_data": str(digits.evaluation)}.items():
         tag_model_version(name, version, key, value)
@@ -266,6 +267,44 @@ def test_fault_campaign(live, digits):
         assert _wait_for(lambda: _finished(prefect, after.id), 600, "that run finishing", stack).state.is_completed()
 
 
+def test_a_worker_lost_mid_run_is_marked_crashed_and_rerun_from_cache(live, digits, tmp_path):
+    """The cpu worker and the run's own processes killed mid-run, as a lost machine would end
+    them: Prefect's crash detection (`quantmill crash-detection`: no heartbeat for 90 s) marks
+    the run Crashed, and a re-run with the same parameters completes, quantize and evaluate
+    from cache. Run alone, after the burst: on the test's SQLite Prefect server the detection's
+    writes met "database is locked" under six concurrent runs."""
+    import onnx
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from quantmill.tracking.webhooks import ensure_registry_webhook
+
+    stack = live
+    ensure_registry_webhook(stack.webhook_url, SECRET, ("model_version.created", "model_version_tag.set"))
+    # Weights of its own (the same graph, another doc string), so no step is cached before the kill.
+    graph = onnx.load(digits.model)
+    graph.doc_string = "digits-lost: the digits CNN under another fingerprint"
+    model = tmp_path / "digits-lost.onnx"
+    onnx.save(graph, model)
+    with get_client(sync_client=True) as prefect:
+        before = {r.id for r in _deployment_runs(prefect)}
+        _register(digits, "digits-lost", stack, model)
+        (lost,) = _wait_for(lambda: [r for r in _deployment_runs(prefect) if r.id not in before], 180, "the digits-lost run", stack)
+        _wait_for(lambda: {"quantize", "evaluate"} <= {k.split("#")[0] for k, v in _task_states(prefect, lost.id).items()
+                                                       if v == "Completed"}, 600, "quantize and evaluate done", stack)
+        assert not prefect.read_flow_run(lost.id).state.is_final(), "the run ended before the kill"
+        stack.kill("worker-cpu")
+        _kill_flow_run_processes(str(lost.id))
+        crashed = _wait_for(lambda: _finished(prefect, lost.id), 300, "the lost run marked crashed", stack)
+        assert crashed.state.is_crashed(), crashed.state
+        stack.start_worker("cpu")
+        again = run_deployment("quantize-model/quantize-model", parameters=lost.parameters, timeout=900)
+        assert again.state.is_completed(), again.state.message
+        states = _task_states(prefect, again.id)
+        assert {v for k, v in states.items() if k.startswith("evaluate#")} == {"Cached"}, states
+        assert "Cached" in {v for k, v in states.items() if k.startswith("quantize#")}, states
+
+
 def test_a_language_model_through_its_trigger_the_cpu_pool_and_the_sweep(live, tiny_llama, tmp_path):
     import shutil
     import sys
@@ -311,6 +350,25 @@ def test_a_language_model_through_its_trigger_the_cpu_pool_and_the_sweep(live, t
         assert found["source_model"] == f"models:/tiny-llama/{version}"
         assert found["drift"]["drifted"] and found["drift"]["worst_feature"] == "window_log_perplexity"
         assert found["requantized"] and found["gate_status"] in ("passed", "manual_review", "failed")
+
+
+def _kill_flow_run_processes(flow_run_id: str) -> None:
+    """SIGKILL every process running flow run flow_run_id (the flow and its benchmark
+    workers, found by the run id in their environment; the process worker starts each flow
+    run in a session of its own), as a lost machine would end them."""
+    import os
+    import signal
+
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode() in environ:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
 
 
 def _shipped_version(quantized: str, report: dict) -> str:
