@@ -65,6 +65,7 @@ class LlamaCpp(DecodeRuntime):
     # llama.cpp built with CUDA crashed loading a model (SIGSEGV) in any process that had
     # imported numpy before llama.cpp's library, on the H200 (2026-11-29; not with the
     # library loaded first, nor with the CPU build): the benchmark worker loads it first.
+    # llama-cpp-python issue #1581 reports the same with pandas imported first.
     preload = ("llama_cpp",)
 
     def logits(self, path: Path, windows: np.ndarray) -> np.ndarray:
