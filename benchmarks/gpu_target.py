@@ -33,13 +33,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu import SHAPES, VOCAB, gpu_name  # noqa: E402
 
 from quantmill.benchmark import benchmark_target  # noqa: E402
-from quantmill.formats import get_format  # noqa: E402
+from quantmill.formats import baseline_for, offered  # noqa: E402
 from quantmill.hardware import local_cpu  # noqa: E402
 from quantmill.models import get_kind, resolve_model  # noqa: E402
 from quantmill.speed import compare  # noqa: E402
 
-FORMATS = ("gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
-BASELINE, JUDGED = "gguf-f16", "gguf-q4_k_m"
+KIND = "hf-causal-lm"
+# llama.cpp's scheme names; the formats themselves come from quantmill's registry, the
+# baseline first and the judged one (the 4-bit) last.
+SCHEMES = ("Q8_0", "Q4_K_M")
+
+
+def gguf_formats() -> tuple:
+    """Return the F16 baseline and the formats of SCHEMES that the gpu target offers."""
+    host = local_cpu("")
+    by_scheme = {getattr(f.default_options(host), "scheme", None): f for f in offered(KIND, "gpu")}
+    return (baseline_for(KIND, "llama.cpp"), *(by_scheme[s] for s in SCHEMES))
 
 
 def make_shape(name: str, tokenizer: Path, directory: Path) -> Path:
@@ -60,15 +69,15 @@ def make_shape(name: str, tokenizer: Path, directory: Path) -> Path:
     return directory
 
 
-def make_artifacts(model_dir: Path, work: Path, names: tuple[str, ...]) -> tuple[object, dict[str, Path], dict[str, float]]:
+def make_artifacts(model_dir: Path, work: Path, formats: tuple) -> tuple[object, dict[str, Path], dict[str, float]]:
     """Return the resolved model, its artifact per format name (made by the format's own
     quantize, as quantize-model makes them) and the seconds each took."""
     model = resolve_model(str(model_dir), "language-modeling", work / "resolve")
     workdir = work / "artifacts"
     workdir.mkdir(parents=True, exist_ok=True)
     files, seconds = {}, {}
-    for name in names:
-        fmt = get_format(name)
+    for fmt in formats:
+        name = fmt.name
         started = time.perf_counter()
         files[name] = fmt.quantize(model, fmt.default_options(local_cpu("")), None, workdir)
         seconds[name] = round(time.perf_counter() - started, 1)
@@ -89,16 +98,18 @@ def llama_bench(binary: Path, files: dict[str, Path]) -> dict[str, dict]:
 
 
 def measure(model, files: dict[str, Path], heldout: Path, target: str) -> dict:
-    """Return benchmark_target's measurements on target, the judged pair settled, with each format's ratio to F16."""
+    """Return benchmark_target's measurements on target, the judged pair (the last format
+    against the first, the baseline) settled, with each format's ratio to the baseline."""
     data = get_kind(model.kind).load_data(model, heldout)
     started = time.perf_counter()
+    baseline, judged = list(files)[0], list(files)[-1]
     measured = benchmark_target(target, {name: ("llama.cpp", path) for name, path in files.items()}, data,
-                                judged=(JUDGED, BASELINE))
+                                judged=(judged, baseline))
     if not measured.measured:
         return {"target": target, "reason": measured.reason}
-    base = measured.benchmarks[BASELINE].decode_rounds
+    base = measured.benchmarks[baseline].decode_rounds
     ratios = {name: compare(b.decode_rounds, base).describe() + f", {compare(b.decode_rounds, base).verdict}"
-              for name, b in measured.benchmarks.items() if name != BASELINE}
+              for name, b in measured.benchmarks.items() if name != baseline}
     return {**measured.to_dict(), "hardware_line": measured.hardware.describe(), "decode_vs_f16": ratios,
             "seconds": round(time.perf_counter() - started, 1)}
 
@@ -121,8 +132,9 @@ def main() -> None:
 
     results = {"date": date.today().isoformat(), "gpu": gpu_name() if torch.cuda.is_available() else None, "models": {}}
     for label, directory in models.items():
-        names = FORMATS[:1] if args.stage == "convert" else FORMATS
-        model, files, seconds = make_artifacts(directory, args.work / f"{label}-work", names)
+        formats = gguf_formats()
+        model, files, seconds = make_artifacts(directory, args.work / f"{label}-work",
+                                               formats[:1] if args.stage == "convert" else formats)
         if args.stage == "convert":
             continue
         entry = {"parameters": model.parameters, "quantize_seconds": seconds,
