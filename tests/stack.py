@@ -149,7 +149,6 @@ def start_stack(root: Path) -> Stack:
             stack.run(str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process")
         # Task results and cache records on S3, as in the deployed stack.
         stack.run(str(BIN / "quantmill"), "results-storage")
-        stack.run(str(BIN / "quantmill"), "crash-detection")
         stack.env["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] = "s3-bucket/quantmill-results"
         stack.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
         for pool in POOLS:

@@ -278,9 +278,14 @@ def test_a_worker_lost_mid_run_is_marked_crashed_and_rerun_from_cache(live, digi
     from prefect.deployments import run_deployment
 
     from quantmill.tracking.webhooks import ensure_registry_webhook
+    from tests.stack import BIN
 
     stack = live
     ensure_registry_webhook(stack.webhook_url, SECRET, ("model_version.created", "model_version_tag.set"))
+    # Crash detection as the deployed stack sets it up, from here on only: its automation's
+    # writes for every running flow run's heartbeats made the test's SQLite server answer
+    # 503 ("database is locked") to the burst above, failing a run there (2026-11-29).
+    stack.run(str(BIN / "quantmill"), "crash-detection")
     # Weights of its own (the same graph, another doc string), so no step is cached before the kill.
     graph = onnx.load(digits.model)
     graph.doc_string = "digits-lost: the digits CNN under another fingerprint"
