@@ -54,8 +54,9 @@ def benchmark_target(
     """Return the labelled models, each given as (runtime name, path), measured on this
     machine for target, the models of one runtime taking turns in one session of its
     harness, which measures until judged (the label of the attempt the gate will judge, and
-    its baseline's) is settled beyond the noise on the figure objective judges; or, when this worker cannot run target or
-    one of the runtimes on it, a TargetBenchmarks with the reason and no figures.
+    its baseline's) is settled beyond the noise on the figure objective judges; or, when
+    this worker cannot run target or one of the runtimes on it, a TargetBenchmarks with the
+    reason and no figures.
 
     Raises RuntimeError if a benchmark worker fails.
     """

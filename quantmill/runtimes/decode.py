@@ -100,8 +100,8 @@ def benchmark_in_workers(
     rounds, and more for pair's two models alone, up to max_rounds, while the decode speed of pair's model (the attempt
     the gate judges) against pair's baseline is still within the noise (speed.settled); each
     measurement by `python -m module MODEL PROMPT DECODE TARGET` in a fresh process (which
-    imports preload first), which prints one JSON object (with bytes_per_token). The decode bound is the measured memory
-    bandwidth of target (the GPU's on 'gpu').
+    imports preload first), which prints one JSON object (with bytes_per_token). The decode
+    bound is the measured memory bandwidth of target (the GPU's on 'gpu').
 
     Raises RuntimeError with the worker's last error line when a worker fails, or when it
     runs past WORKER_TIMEOUT_S.
