@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' constraints.txt)
 LLAMA_SRC     := .quantmill/llama.cpp
 
-.PHONY: demo test test-orchestration bench llama-src clean
+.PHONY: demo test test-orchestration postgres bench llama-src clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,9 +37,14 @@ demo: $(STAMP) llama-src
 test: $(STAMP) llama-src
 	$(PY) -m pytest -m "not orchestration"
 
-# Against a Prefect server, workers, MLflow and S3 started on loopback (about 34 minutes).
-test-orchestration: $(STAMP) llama-src
+# Against a Prefect server on PostgreSQL, workers, MLflow and S3 started on loopback (about 25
+# minutes). PostgreSQL's server comes from Debian's packages where it is missing.
+test-orchestration: $(STAMP) llama-src postgres
 	$(PY) -m pytest -m orchestration
+
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql)
 
 bench: $(STAMP) llama-src
 	$(PY) benchmarks/onnx_cpu.py

@@ -1,17 +1,20 @@
 """The servers the orchestration tests run against, started here on loopback: an S3 API
 (moto's server mode, in this process so it can be stopped and restarted with its data), an
-MLflow tracking server on SQLite with its artifact store on that S3, a Prefect server whose
-task results and cache records go to that S3, a process worker per hardware target's pool (cpu, gpu), and
-quantmill's registry webhook receiver."""
+MLflow tracking server on SQLite with its artifact store on that S3, a Prefect server on
+PostgreSQL (as deployed: on SQLite, six concurrent runs met "database is locked" answered as
+503 until a run failed) whose task results and cache records go to that S3, a process worker
+per hardware target's pool (cpu, gpu), and quantmill's registry webhook receiver."""
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -100,9 +103,50 @@ class Stack:
         return (self.root / f"{name}.log").read_text(errors="replace")
 
     def close(self) -> None:
-        for name in list(self.processes):
+        # Newest first, so PostgreSQL stops after the server that holds its connections.
+        for name in reversed(list(self.processes)):
             self.stop(name)
         self.s3_server.stop()
+        data = self.root / "postgres-data"
+        if data.is_symlink():
+            shutil.rmtree(data.resolve(), ignore_errors=True)
+
+
+def _postgres_bin(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if found is None:
+        raise RuntimeError(f"PostgreSQL's {name} not found on PATH or under /usr/lib/postgresql: "
+                           "`make test-orchestration` installs it (Debian package postgresql)")
+    return found
+
+
+def start_postgres(stack: Stack, port: int) -> str:
+    """Start a PostgreSQL cluster of its own on loopback port (as user postgres when run as
+    root, which PostgreSQL refuses); returns the Prefect server's database URL.
+
+    Raises RuntimeError when PostgreSQL's binaries are missing or initdb fails."""
+    as_root = os.geteuid() == 0
+    # Under /tmp, not the test's folder: pytest's folders are private to root, which postgres cannot enter.
+    data = Path(tempfile.mkdtemp(prefix="quantmill-pg-"))
+    os.symlink(data, stack.root / "postgres-data")
+    user = "postgres" if as_root else None
+    if as_root:
+        shutil.chown(data, user="postgres", group="postgres")
+    done = subprocess.run([_postgres_bin("initdb"), "-D", str(data / "db"), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                          capture_output=True, text=True, user=user, cwd=data)
+    if done.returncode != 0:
+        raise RuntimeError(f"initdb failed: {done.stderr[-2000:]}")
+    log = open(stack.root / "postgres.log", "ab")
+    stack.processes["postgres"] = subprocess.Popen(
+        [_postgres_bin("postgres"), "-D", str(data / "db"), "-h", "127.0.0.1", "-p", str(port), "-k", str(data),
+         "-c", "max_connections=200", "-c", "fsync=off"],
+        cwd=data, stdout=log, stderr=subprocess.STDOUT, user=user, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while subprocess.run([_postgres_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode != 0:
+        if stack.processes["postgres"].poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"postgres did not start: {stack.log('postgres')[-2000:]}")
+        time.sleep(0.3)
+    return f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
 
 
 def start_stack(root: Path) -> Stack:
@@ -110,7 +154,7 @@ def start_stack(root: Path) -> Stack:
     from cryptography.fernet import Fernet
     from moto.server import ThreadedMotoServer
 
-    s3_port, prefect_port, mlflow_port, webhook_port = (free_port() for _ in range(4))
+    s3_port, prefect_port, mlflow_port, webhook_port, postgres_port = (free_port() for _ in range(5))
     s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port)
     s3.start()
     endpoint = f"http://127.0.0.1:{s3_port}"
@@ -124,7 +168,6 @@ def start_stack(root: Path) -> Stack:
         # MLflow refuses webhook targets on private addresses, and plain http, unless told otherwise.
         "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true", "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
         "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
         "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_HEARTBEAT_SECONDS": "5",
         "QUANTMILL_ROOT": str(REPO), "QUANTMILL_HOME": str(root / "worker-home"),
@@ -138,6 +181,7 @@ def start_stack(root: Path) -> Stack:
     stack = Stack(root, env, s3, s3_port, f"http://127.0.0.1:{prefect_port}/api", env["MLFLOW_TRACKING_URI"],
                   f"http://127.0.0.1:{webhook_port}/")
     try:
+        stack.env["PREFECT_API_DATABASE_CONNECTION_URL"] = start_postgres(stack, postgres_port)
         prefect = stack.start("prefect-server", str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
                               "--port", str(prefect_port), "--no-ui", "--analytics-off")
         mlflow = stack.start("mlflow-server", str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
