@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--target", default="cpu", choices=list(TARGETS))
     run.add_argument("--max-accuracy-drop", type=float, help="classification, embedding: budget in metric points (default 1)")
     run.add_argument("--max-ppl-increase", type=float, help="language modeling: budget in %% perplexity increase (default 5)")
+    run.add_argument("--max-kld", type=float, help="language modeling: also bound the mean KL divergence from full "
+                                                   "precision's next-token distribution (nats; default: no bound)")
     run.add_argument("--out", type=Path, default=Path("out"), help="folder for report.json and artifacts")
     run.add_argument("--no-register", action="store_true", help="record the MLflow run but register nothing")
     run.add_argument("--alias", help="alias for a registered passing model (default: the target)")
@@ -62,7 +64,7 @@ def preflight(args: argparse.Namespace) -> Model:
     """Check the budget, the model and both data files before any orchestration starts, so
     bad input ends in one line naming the file; return the resolved model, which the flow
     takes as it is. Raises QuantmillError."""
-    budget_for(args.task, args.max_accuracy_drop, args.max_ppl_increase)
+    budget_for(args.task, args.max_accuracy_drop, args.max_ppl_increase, args.max_kld)
     if args.out.exists() and not args.out.is_dir():
         raise InputError(args.out, "exists and is not a folder (--out names the folder for report.json and artifacts)")
     try:
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     report = quantize_model(
         model=args.model, task=args.task, calibration_data=str(args.calibration_data.resolve()),
         eval_data=str(args.eval_data.resolve()), target=args.target, max_accuracy_drop=args.max_accuracy_drop,
-        max_ppl_increase=args.max_ppl_increase, out_dir=str(args.out.resolve()), register_model=not args.no_register,
+        max_ppl_increase=args.max_ppl_increase, max_kld=args.max_kld, out_dir=str(args.out.resolve()), register_model=not args.no_register,
         alias=args.alias, benchmark_seconds=args.benchmark_seconds, resolved=model.to_dict(), objective=args.objective,
         **({"table_dir": str(args.benchmark_table.resolve())} if args.benchmark_table else {}),
     )

@@ -41,6 +41,7 @@ def quantize_model(
     target: str = "cpu",
     max_accuracy_drop: float | None = None,
     max_ppl_increase: float | None = None,
+    max_kld: float | None = None,
     out_dir: str = "out",
     register_model: bool = True,
     alias: str | None = None,
@@ -55,7 +56,8 @@ def quantize_model(
 
     The budget is in the task's unit: max_accuracy_drop in points for classification and
     embedding, max_ppl_increase in % of perplexity for language modeling (giving the other
-    one is an error). resolved, a Model.to_dict() of model made by the caller, skips
+    one is an error); max_kld, for language models, also bounds the mean KL divergence of the
+    next-token distribution from full precision's (nats). resolved, a Model.to_dict() of model made by the caller, skips
     resolving it again. objective (throughput, latency or size; speed.OBJECTIVES) is what the
     gate judges speed by.
 
@@ -70,7 +72,7 @@ def quantize_model(
     id>/; the report is also written to out_dir/report.json.
     """
     logger = get_run_logger()
-    budget = budget_for(task, max_accuracy_drop, max_ppl_increase)
+    budget = budget_for(task, max_accuracy_drop, max_ppl_increase, max_kld)
     check_objective(objective)
     out = output_dir(out_dir)
     run_out = run_dir(out, str(flow_run.id))
@@ -122,7 +124,7 @@ def quantize_model(
             return made
 
         def run_until_within(steps) -> bool:
-            return any((made := attempt(step)) is not None and made.evaluation.accuracy_drop <= budget.value
+            return any((made := attempt(step)) is not None and budget.meets(made.evaluation)
                        for step in steps)
 
         for candidate in candidates:

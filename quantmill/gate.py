@@ -23,7 +23,7 @@ class GateDecision:
 
 def chosen_attempt(attempts: tuple[Attempt, ...] | list[Attempt], budget: Budget) -> Attempt | None:
     """Return the attempt that would ship: the first within budget, or None."""
-    return next((a for a in attempts if a.evaluation.accuracy_drop <= budget.value), None)
+    return next((a for a in attempts if budget.meets(a.evaluation)), None)
 
 
 def decide(
@@ -40,9 +40,10 @@ def decide(
     its drop is then judged as measured on the confirming half, which chose nothing.
 
     failed: the calibration data failed validation, no attempt met the accuracy budget on
-    the choosing half, or the chosen one's confirmed drop is over the budget.
-    manual_review: the confirmed drop is within budget but the upper end of its 95%
-    bootstrap interval is not (within budget, not beyond the noise), the calibration data
+    the choosing half, or the chosen one's confirmed drop (or mean KLD, where the budget
+    sets max_kld) is over the budget.
+    manual_review: the confirmed drop (or mean KLD) is within budget but the upper end of
+    its 95% bootstrap interval is not (within budget, not beyond the noise), the calibration data
     only warned, or the attempt was not measured faster than the full-precision baseline on
     this hardware beyond the noise (speed.compare on the runtime's headline figure, round by
     round: throughput at batch 32, or decode tokens/s): slower, or no measurable speedup.
@@ -65,13 +66,20 @@ def decide(
     drop = (f"{chosen.format}: {ev.metric_name} drop {ev.accuracy_drop:.2f} {budget.unit} on the {ev.samples} samples "
             f"that chose it, confirmed at {confirmed.accuracy_drop:.2f} (95% CI {low:.2f} to {high:.2f}) "
             f"on {confirmed.samples} held back")
-    if confirmed.accuracy_drop > budget.value:
+    if budget.max_kld is not None:
+        kld = confirmed.secondary
+        drop += (f"; mean KLD {ev.secondary['mean_kl']:.5f} on the choosing half, confirmed at {kld['mean_kl']:.5f} "
+                 f"(95% CI {kld['mean_kl_ci_low']:.5f} to {kld['mean_kl_ci_high']:.5f})")
+    if not budget.meets(confirmed):
         return GateDecision(FAILED, (f"{drop}: over the budget of {budget.describe()}",), None)
     reasons = [f"{drop}, within the budget of {budget.describe()}"]
     review = []
     if high > budget.value:
         review.append(f"the confirmed drop's interval reaches {high:.2f} {budget.unit}, over the budget: "
                       "within budget, but not beyond the noise")
+    if budget.max_kld is not None and confirmed.secondary["mean_kl_ci_high"] > budget.max_kld:
+        review.append(f"the confirmed mean KLD's interval reaches {confirmed.secondary['mean_kl_ci_high']:.5f}, over "
+                      f"the budget of {budget.max_kld:g}: within budget, but not beyond the noise")
     if calibration.status == WARN:
         review.append("calibration data warned: " + "; ".join(calibration.reasons))
     if chosen.benchmark is None or chosen.baseline is None:

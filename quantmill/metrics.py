@@ -54,15 +54,28 @@ class Evaluation:
 @dataclass(frozen=True)
 class Budget:
     """The most a quantized model may lose: value in unit (e.g. 1.0 "points" of accuracy,
-    5.0 "% perplexity increase"), set through the flow parameter named parameter."""
+    5.0 "% perplexity increase"), set through the flow parameter named parameter; and, for
+    language models, optionally the most mean KL divergence from the full-precision model's
+    next-token distribution (max_kld, in nats), llama.cpp's own quality measure."""
 
     value: float
     unit: str
     parameter: str
+    max_kld: float | None = None
 
     def describe(self) -> str:
-        """Return e.g. '1 points' or '5 % perplexity increase'."""
-        return f"{self.value:g} {self.unit}"
+        """Return e.g. '1 points' or '5 % perplexity increase and mean KLD 0.01'."""
+        kld = "" if self.max_kld is None else f" and mean KLD {self.max_kld:g}"
+        return f"{self.value:g} {self.unit}{kld}"
+
+    def meets(self, evaluation: Evaluation) -> bool:
+        """Return whether evaluation's drop, and its mean KL divergence where max_kld is set,
+        are within this budget."""
+        return evaluation.accuracy_drop <= self.value and not self.kld_over(evaluation)
+
+    def kld_over(self, evaluation: Evaluation) -> bool:
+        """Return whether max_kld is set and evaluation's mean KL divergence is over it."""
+        return self.max_kld is not None and evaluation.secondary["mean_kl"] > self.max_kld
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,8 @@ class TaskMetric:
     default_budget: float
     compare: Callable[[np.ndarray, np.ndarray, Dataset], Evaluation]
     needs_labels: bool = False
+    # Whether compare reports the mean KL divergence (secondary "mean_kl") a KLD budget judges.
+    reports_kld: bool = False
 
     def check(self, dataset: Dataset, classes: int | None = None) -> None:
         """Raise InputError naming the file when dataset cannot be scored by this metric:
@@ -99,9 +114,10 @@ class TaskMetric:
                                 for part in (choose, confirm))
         return replace(chosen_on, confirmed=confirmed)
 
-    def budget(self, value: float | None) -> Budget:
-        """Return the budget for value (the default when None)."""
-        return Budget(self.default_budget if value is None else float(value), self.unit, self.budget_parameter)
+    def budget(self, value: float | None, max_kld: float | None = None) -> Budget:
+        """Return the budget for value (the default when None) and max_kld."""
+        return Budget(self.default_budget if value is None else float(value), self.unit, self.budget_parameter,
+                      None if max_kld is None else float(max_kld))
 
 
 def halves(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -220,24 +236,45 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, windows: np.nda
     """Return the Evaluation of candidate logits against reference logits on token windows.
 
     The drop is the relative perplexity increase in percent; baseline_metric and
-    quantized_metric are the two perplexities.
+    quantized_metric are the two perplexities. Secondary metrics follow llama.cpp's
+    perplexity tool (--kl-divergence): the KL divergence of the candidate's next-token
+    distribution from the reference's (mean with its 95% bootstrap interval over windows,
+    median, 99th percentile, max; nats), Δp, the change in the probability given to the
+    actual next token (mean, RMS, 1st and 99th percentiles; percent), and the share of
+    positions whose top token is the same ("top1_agreement", percent).
     """
     targets = windows[:, 1:]
     ref_logp, cand_logp = _log_softmax(reference), _log_softmax(candidate)
     base_ppl, cand_ppl = _perplexity(ref_logp, targets), _perplexity(cand_logp, targets)
     kl = np.sum(np.exp(ref_logp) * (ref_logp - cand_logp), axis=-1)
     agreement = np.mean(reference.argmax(-1) == candidate.argmax(-1))
+    delta_p = 100.0 * (np.exp(_picked(cand_logp, targets)) - np.exp(_picked(ref_logp, targets)))
     per_window_kl = kl.mean(axis=1)
     worst = tuple(
         {"window": int(i), "mean_kl": round(float(per_window_kl[i]), 5)} for i in np.argsort(-per_window_kl)[:WORST_KEPT]
     )
+    kl_low, kl_high = _interval(_mean, per_window_kl) or (float(kl.mean()), float(kl.mean()))
     # Windows are of equal length, so the mean of window means is the mean over tokens.
     base_nll, cand_nll = _window_nll(ref_logp, windows), _window_nll(cand_logp, windows)
     return Evaluation(
         "perplexity", base_ppl, cand_ppl, 100.0 * (cand_ppl / base_ppl - 1.0),
-        secondary={"top1_agreement": 100.0 * float(agreement), "mean_kl": float(kl.mean()), "tokens": float(targets.size)},
+        secondary={
+            "top1_agreement": 100.0 * float(agreement), "mean_kl": float(kl.mean()), "mean_kl_ci_low": kl_low,
+            "mean_kl_ci_high": kl_high, "median_kl": float(np.median(kl)), "p99_kl": float(np.percentile(kl, 99)),
+            "max_kl": float(kl.max()), "mean_delta_p": float(delta_p.mean()), "rms_delta_p": float(np.sqrt(np.mean(delta_p ** 2))),
+            "p01_delta_p": float(np.percentile(delta_p, 1)), "p99_delta_p": float(np.percentile(delta_p, 99)),
+            "tokens": float(targets.size),
+        },
         worst=worst, interval=_interval(_perplexity_increase, base_nll, cand_nll), samples=len(windows),
     )
+
+
+def _mean(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(values, axis=axis)
+
+
+def _picked(log_probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    return np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
 
 
 def window_log_perplexity(logits: np.ndarray, windows: np.ndarray) -> np.ndarray:
@@ -246,8 +283,7 @@ def window_log_perplexity(logits: np.ndarray, windows: np.ndarray) -> np.ndarray
 
 
 def _window_nll(log_probs: np.ndarray, windows: np.ndarray) -> np.ndarray:
-    picked = np.take_along_axis(log_probs, windows[:, 1:, None], axis=-1)[..., 0]
-    return -picked.mean(axis=1)
+    return -_picked(log_probs, windows[:, 1:]).mean(axis=1)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -256,14 +292,13 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _perplexity(log_probs: np.ndarray, targets: np.ndarray) -> float:
-    picked = np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-    return math.exp(-float(picked.mean()))
+    return math.exp(-float(_picked(log_probs, targets).mean()))
 
 
 METRICS = {m.task: m for m in (
     TaskMetric("classification", "points", "max_accuracy_drop", 1.0, _classification_of, needs_labels=True),
     TaskMetric("embedding", "points", "max_accuracy_drop", 1.0, _embedding_of),
-    TaskMetric("language-modeling", "% perplexity increase", "max_ppl_increase", 5.0, _perplexity_of),
+    TaskMetric("language-modeling", "% perplexity increase", "max_ppl_increase", 5.0, _perplexity_of, reports_kld=True),
 )}
 
 
@@ -274,12 +309,16 @@ def get_metric(task: str) -> TaskMetric:
     return METRICS[task]
 
 
-def budget_for(task: str, max_accuracy_drop: float | None = None, max_ppl_increase: float | None = None) -> Budget:
+def budget_for(task: str, max_accuracy_drop: float | None = None, max_ppl_increase: float | None = None,
+               max_kld: float | None = None) -> Budget:
     """Return task's budget from whichever of the two budget parameters its metric reads
-    (its default when that one is None).
+    (its default when that one is None), with max_kld where given.
 
-    Raises QuantmillError for an unknown task, or when the other parameter is given: a
-    budget in the wrong unit is never converted.
+    Raises QuantmillError for an unknown task; when the other parameter is given (a budget
+    in the wrong unit is never converted); for a budget that is NaN, infinite or negative
+    (a negative budget asks for a quantized model better than full precision, which no
+    gate can promise); and for max_kld on a task whose metric has no KL divergence, or
+    max_kld not a finite number above 0.
     """
     metric = get_metric(task)
     given = {"max_accuracy_drop": max_accuracy_drop, "max_ppl_increase": max_ppl_increase}
@@ -291,4 +330,11 @@ def budget_for(task: str, max_accuracy_drop: float | None = None, max_ppl_increa
     value = given[metric.budget_parameter]
     if value is not None and not math.isfinite(float(value)):
         raise QuantmillError(f"{metric.budget_parameter} must be a finite number of {metric.unit}, not {value}")
-    return metric.budget(value)
+    if value is not None and float(value) < 0:
+        raise QuantmillError(f"{metric.budget_parameter} must be 0 or more {metric.unit}, not {float(value):g}: "
+                             "a negative budget asks for a model better than full precision")
+    if max_kld is not None and not metric.reports_kld:
+        raise QuantmillError(f"{task} has no KL divergence to budget; max_kld is for language-modeling")
+    if max_kld is not None and not (math.isfinite(float(max_kld)) and float(max_kld) > 0):
+        raise QuantmillError(f"max_kld must be a finite number of nats above 0, not {max_kld}")
+    return metric.budget(value, max_kld)

@@ -133,11 +133,12 @@ def _attempt(attempt: Attempt, budget: Budget) -> dict:
         "accuracy_drop": ev.accuracy_drop,
         "drop_interval": _interval(ev),
         "samples": ev.samples,
-        "within_budget": ev.accuracy_drop <= budget.value,
+        "within_budget": budget.meets(ev),
         "confirmation": None if ev.confirmed is None else {
             "baseline_metric": ev.confirmed.baseline_metric, "quantized_metric": ev.confirmed.quantized_metric,
             "accuracy_drop": ev.confirmed.accuracy_drop, "drop_interval": _interval(ev.confirmed),
-            "samples": ev.confirmed.samples, "within_budget": ev.confirmed.accuracy_drop <= budget.value,
+            "samples": ev.confirmed.samples, "within_budget": budget.meets(ev.confirmed),
+            "secondary_metrics": ev.confirmed.secondary,
         },
         "secondary_metrics": ev.secondary,
         "per_slice": ev.per_slice,
@@ -204,6 +205,13 @@ def render_summary(report: dict) -> str:
         )
     for failure in report.get("failures", []):
         lines.append(f"{'x':>2}  {failure['format']:<56} failed: {failure['reason'][:80]}")
+    with_kld = [a for a in report["attempts"] if "mean_kl" in a["secondary_metrics"]]
+    if with_kld:
+        lines += ["", f"{'#':>2}  {'KLD mean':>9} {'95% CI':>19} {'KLD p99':>9} {'RMS dp %':>9} {'same top %':>10}"]
+        for a in with_kld:
+            m = a["secondary_metrics"]
+            lines.append(f"{a['index']:>2}  {m['mean_kl']:>9.5f} {m['mean_kl_ci_low']:>9.5f}-{m['mean_kl_ci_high']:<9.5f} "
+                         f"{m['p99_kl']:>9.5f} {m['rms_delta_p']:>9.2f} {m['top1_agreement']:>10.2f}")
     if report["attempts"]:
         lines.append(
             f"metric: {report['attempts'][0]['metric_name']}; drop in {report['budget']['unit']}; "

@@ -126,6 +126,9 @@ def test_classification_data_without_labels(capsys, digits, tmp_path, quantmill_
 @pytest.mark.parametrize(("flag", "value", "problem"), [
     ("--max-accuracy-drop", "nan", "max_accuracy_drop must be a finite number of points, not nan"),
     ("--max-accuracy-drop", "inf", "max_accuracy_drop must be a finite number of points, not inf"),
+    ("--max-accuracy-drop", "-1", "max_accuracy_drop must be 0 or more points, not -1: a negative budget asks for a "
+                                  "model better than full precision"),
+    ("--max-kld", "0.01", "classification has no KL divergence to budget; max_kld is for language-modeling"),
     ("--max-ppl-increase", "2", "classification takes its budget as max_accuracy_drop (points), not max_ppl_increase"),
 ])
 def test_budgets_that_cannot_be_judged(capsys, digits, quantmill_home, flag, value, problem):

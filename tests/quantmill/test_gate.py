@@ -48,6 +48,23 @@ def test_no_attempt_within_budget_fails_in_the_budgets_unit():
     assert "budget of 1.5 % perplexity increase" in percent.reasons[0]
 
 
+def _lm_attempt(kl, kl_high):
+    kl_stats = {"mean_kl": kl, "mean_kl_ci_low": kl / 2, "mean_kl_ci_high": kl_high}
+    evaluation = Evaluation("perplexity", 10.0, 10.1, 1.0, secondary=kl_stats, interval=(0.5, 1.5), samples=32)
+    made = _attempt(1, 1.0, 300)
+    return Attempt(1, "gguf-q4_k_m", made.options, "r", made.artifact, evaluation, made.benchmark, "gguf-f16", made.baseline)
+
+
+def test_a_kld_bound_fails_or_reviews_what_perplexity_alone_would_pass():
+    budget = budget_for("language-modeling", max_ppl_increase=3, max_kld=0.01)
+    assert decide(_verdict(), (_lm_attempt(0.005, 0.008),), budget, "cpu").status == PASSED
+    over = decide(_verdict(), (_lm_attempt(0.02, 0.03),), budget, "cpu")
+    assert over.status == FAILED and "no attempt met the budget of 3 % perplexity increase and mean KLD 0.01" in over.reasons[0]
+    assert decide(_verdict(), (_lm_attempt(0.02, 0.03),), budget_for("language-modeling", max_ppl_increase=3), "cpu").status == PASSED
+    noisy = decide(_verdict(), (_lm_attempt(0.008, 0.012),), budget, "cpu")
+    assert noisy.status == MANUAL_REVIEW and "mean KLD's interval reaches 0.01200" in noisy.reasons[-1]
+
+
 def test_slower_than_fp32_or_warned_calibration_needs_review():
     slower = decide(_verdict(), (_attempt(1, 0.1, 90),), POINTS, "cpu")
     assert slower.status == MANUAL_REVIEW and "slower than full precision" in slower.reasons[-1]

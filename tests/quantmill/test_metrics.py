@@ -30,6 +30,28 @@ def test_a_case_worked_by_hand():
     assert result.secondary["mean_kl"] == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(2 / 3))
     # argmax of the uniform reference is token 0; the candidate's is token 1.
     assert result.secondary["top1_agreement"] == pytest.approx(0.0)
+    # Δp as llama.cpp's perplexity tool defines it: the target's probability, candidate minus reference.
+    assert result.secondary["mean_delta_p"] == pytest.approx(-25.0)
+    assert result.secondary["rms_delta_p"] == pytest.approx(25.0)
+
+
+def test_kl_statistics_match_scipy_on_random_distributions():
+    from scipy.special import log_softmax, softmax
+    from scipy.stats import entropy
+
+    rng = np.random.default_rng(0)
+    windows = rng.integers(0, 50, size=(12, 9))
+    reference = rng.normal(size=(12, 8, 50))
+    candidate = reference + rng.normal(scale=0.3, size=reference.shape)
+    result = compare(reference, candidate, windows)
+    kl = entropy(softmax(reference, -1), softmax(candidate, -1), axis=-1)
+    assert result.secondary["mean_kl"] == pytest.approx(kl.mean())
+    assert result.secondary["median_kl"] == pytest.approx(np.median(kl))
+    assert result.secondary["p99_kl"] == pytest.approx(np.percentile(kl, 99)) and result.secondary["max_kl"] == pytest.approx(kl.max())
+    assert result.secondary["mean_kl_ci_low"] < kl.mean() < result.secondary["mean_kl_ci_high"]
+    picked = np.take_along_axis(log_softmax(candidate, -1) * 0 + softmax(candidate, -1) - softmax(reference, -1),
+                                windows[:, 1:, None], -1)
+    assert result.secondary["p01_delta_p"] == pytest.approx(100 * np.percentile(picked, 1))
 
 
 def test_a_budget_carries_its_unit_and_is_never_converted():
@@ -39,3 +61,15 @@ def test_a_budget_carries_its_unit_and_is_never_converted():
         budget_for("language-modeling", max_accuracy_drop=1.0)
     with pytest.raises(QuantmillError, match="embedding takes its budget as max_accuracy_drop"):
         budget_for("embedding", max_ppl_increase=1.0)
+
+
+def test_a_kld_bound_is_for_language_models_only_and_positive():
+    budget = budget_for("language-modeling", max_ppl_increase=2, max_kld=0.01)
+    assert budget.max_kld == 0.01 and budget.describe() == "2 % perplexity increase and mean KLD 0.01"
+    with pytest.raises(QuantmillError, match="classification has no KL divergence"):
+        budget_for("classification", max_kld=0.01)
+    for bad in (0.0, -1.0, math.inf):
+        with pytest.raises(QuantmillError, match="max_kld must be a finite number of nats above 0"):
+            budget_for("language-modeling", max_kld=bad)
+    with pytest.raises(QuantmillError, match="max_ppl_increase must be 0 or more % perplexity increase, not -50"):
+        budget_for("language-modeling", max_ppl_increase=-50)
