@@ -48,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765)
     register = action.add_parser("register", help="create or update the MLflow webhook pointing at the receiver")
     register.add_argument("url", help="the receiver's URL as MLflow's server reaches it, e.g. http://quantmill-webhook:8765/")
+    scan = commands.add_parser(
+        "sensitivity", help="the layerwise sensitivity scan on its own: quantize one layer group at a time, rank the "
+                            "groups by the metric drop, print the table and save it as CSV and JSON")
+    scan.add_argument("model", help="an ONNX file or a Hugging Face encoder directory, a path or models:/NAME/VERSION")
+    scan.add_argument("--task", choices=list(METRICS), required=True)
+    scan.add_argument("--calibration-data", required=True, type=Path, help=".npz or .jsonl")
+    scan.add_argument("--eval-data", required=True, type=Path, help=".npz or .jsonl")
+    scan.add_argument("--format", help="a format that scans sensitivity (default: the first the model's kind offers)")
+    scan.add_argument("--out", type=Path, default=Path("out"), help="folder for sensitivity.csv and sensitivity.json")
     commands.add_parser(
         "crash-detection",
         help="create the Prefect automation that marks a flow run Crashed when its heartbeats stop "
@@ -93,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(ensure_crash_automation())
         return 0
+    if args.command == "sensitivity":
+        return _sensitivity(args)
     try:
         model = preflight(args)
     except QuantmillError as err:
@@ -112,6 +123,22 @@ def main(argv: list[str] | None = None) -> int:
     print(render_summary(report))
     print(f"report: {(args.out / 'report.json').resolve()}")
     return EXIT_CODES[report["gate"]["status"]]
+
+
+def _sensitivity(args: argparse.Namespace) -> int:
+    from quantmill.sensitivity_table import scan_model, scanning_format
+
+    try:
+        model = resolve_model(args.model, args.task, quantmill_home() / "work")
+        fmt = scanning_format(model, args.format)
+        table = scan_model(model, args.task, args.calibration_data, args.eval_data, fmt, quantmill_home() / "work" / model.sha256[:16])
+        paths = table.save(args.out)
+    except QuantmillError as err:
+        print(f"quantmill: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(table.render())
+    print("saved: " + ", ".join(str(p.resolve()) for p in paths))
+    return 0
 
 
 def save_results_block() -> str:

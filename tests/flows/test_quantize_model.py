@@ -172,3 +172,27 @@ def test_the_chosen_artifact_goes_to_s3_when_configured(digits, tmp_path, s3_ser
 
     listed = s3_client(location).list_objects_v2(Bucket=location.bucket, Prefix=prefix + "/")["Contents"]
     assert {o["Key"].rsplit("/", 1)[1] for o in listed} == {"model.onnx", "model.onnx.sha256", "metadata.json", "manifest.json"}
+
+
+def test_the_sensitivity_scan_as_a_command(digits, tmp_path, capsys, quantmill_home):
+    import pandas as pd
+
+    from quantmill.formats.onnx import preprocessed
+    from quantmill.inspection import inspect_model
+
+    out = tmp_path / "scan"
+    args = ("sensitivity", str(digits.model), "--task", "classification", "--calibration-data", str(digits.calibration),
+            "--eval-data", str(digits.evaluation), "--out", str(out))
+    assert main(list(args)) == 0
+    printed = capsys.readouterr().out
+    assert "onnx-int8-static minmax" in printed and "top1_accuracy drop in points on 270 samples" in printed
+    table = pd.read_csv(out / "sensitivity.csv")
+    assert list(table["rank"]) == list(range(1, len(table) + 1)) and list(table["drop"]) == sorted(table["drop"], reverse=True)
+    scanned = [node for names in table["node_names"] for node in names.split()]
+    graph = inspect_model(preprocessed(digits.model, quantmill_home / "work" / "pre")).quantizable_nodes
+    assert sorted(scanned) == sorted(graph), "each quantizable node is scanned in exactly one group"
+    assert json.loads((out / "sensitivity.json").read_text())["format"] == "onnx-int8-static"
+
+    assert main([*args[:-2], "--format", "gguf-q4_k_m"]) == 2
+    assert "gguf-q4_k_m has no sensitivity scan for onnx models; formats that do: onnx-int8-static" in \
+        capsys.readouterr().err
