@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' constraints.txt)
 LLAMA_SRC     := .quantmill/llama.cpp
 
-.PHONY: demo test test-orchestration postgres bench llama-src clean
+.PHONY: demo test test-orchestration postgres browser bench llama-src clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,13 +34,18 @@ llama-src: $(LLAMA_SRC)/convert_hf_to_gguf.py
 demo: $(STAMP) llama-src
 	$(PY) -m flows.demo
 
-test: $(STAMP) llama-src
+test: $(STAMP) llama-src browser
 	$(PY) -m pytest -m "not orchestration"
 
 # Against a Prefect server on PostgreSQL, workers, MLflow and S3 started on loopback (about 25
 # minutes). PostgreSQL's server comes from Debian's packages where it is missing.
 test-orchestration: $(STAMP) llama-src postgres
 	$(PY) -m pytest -m orchestration
+
+# report.html is checked in a real headless browser: Debian's chromium and its chromedriver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
 
 postgres:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \

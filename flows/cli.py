@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(render_summary(report))
     print(f"report: {(args.out / 'report.json').resolve()}")
+    print(f"report.html: {(args.out / 'report.html').resolve()}")
     return EXIT_CODES[report["gate"]["status"]]
 
 

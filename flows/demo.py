@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     summaries.append(render_summary(report))
     print("\n\n".join(summaries))
     print(f"\nreports: {args.out.resolve()}/*/report.json; MLflow store: {quantmill_home()}")
+    for name in (*(run[0] for run in runs), "tiny-llama-stdlib"):
+        print(f"report.html: {(args.out / name / 'report.html').resolve()}")
     return 0
 
 

@@ -39,6 +39,8 @@ class CalibrationVerdict:
     ks_statistic / ks_pvalue: the largest KS statistic over features and the smallest raw
     p-value; features_drifted counts features whose p-value falls below alpha / features_tested.
     in_range_fraction: share of evaluation input values inside the calibration set's range.
+    ks_threshold: the p-value below which a feature counts as drifted (alpha over the
+    features tested); ks_features: each tested feature's (name, D, p).
     """
 
     status: str
@@ -54,6 +56,8 @@ class CalibrationVerdict:
     data_sha256: str
     reference_sha256: str
     reasons: tuple[str, ...] = field(default=())
+    ks_threshold: float = 0.0
+    ks_features: tuple[tuple[str, float, float], ...] = field(default=())
 
 
 def validate_calibration(
@@ -104,6 +108,7 @@ def validate_calibration(
         features_tested=len(tests), features_drifted=len(drifted), worst_feature=worst[0],
         in_range_fraction=in_range, range_overlap=overlap,
         data_sha256=calibration.sha256, reference_sha256=reference.sha256, reasons=tuple(reasons),
+        ks_threshold=float(threshold), ks_features=tuple((name, float(d), float(pvalue)) for name, d, pvalue, *_ in tests),
     )
 
 

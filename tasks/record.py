@@ -15,6 +15,7 @@ from quantmill.exporters.artifact import verify_artifact
 from quantmill.formats import get_format
 from quantmill.gate import PASSED
 from quantmill.report import render_summary, write_report
+from quantmill.report_html import write_html
 from quantmill.storage import s3_from_env, upload_artifact
 from quantmill.tracking.runs import CALIBRATION_SAMPLE, record_run
 from tasks.policy import EPHEMERAL, retried
@@ -42,6 +43,7 @@ def record_task(
         name = f"{model['name']}/{model['version'] or model['sha256'][:12]}/{chosen['format']}/{flow_run.id or 'local'}"
         report = {**report, "storage": {"s3_uri": upload_artifact(Path(chosen["path"]).parent, location, name)}}
     report_path = write_report(report, out_dir)
+    html_path = write_html(report, out_dir)
     ship = register and gate["status"] == PASSED and chosen is not None
     with tempfile.TemporaryDirectory(prefix="quantmill-record-") as scratch:
         sample = None if calibration_sample is None else save_samples(
@@ -56,7 +58,7 @@ def record_task(
                 lambda name, uri: get_format(chosen["format"]).register(Path(chosen["path"]), name, uri)
             ),
             # A retry of this task within the same flow run resumes the run and finds the version.
-            key=str(flow_run.id) if flow_run.id else None,
+            key=str(flow_run.id) if flow_run.id else None, report_files=(html_path,),
         )
     final = {**report, "mlflow": {
         "run_id": registration.run_id, "registered_model": registration.registered_model,
@@ -65,15 +67,18 @@ def record_task(
     write_report(final, out_dir)
     if latest_dir is not None:
         write_report(final, latest_dir)
-    _publish_prefect_artifacts(final)
+        write_html(final, latest_dir)
+    _publish_prefect_artifacts(final, html_path)
     return final
 
 
-def _publish_prefect_artifacts(report: dict) -> None:
+def _publish_prefect_artifacts(report: dict, html_path: Path) -> None:
     key = "quantmill-" + "".join(c if c.isalnum() else "-" for c in report["model"]["name"].lower())
     create_markdown_artifact(
         key=key, description=f"quantmill gate: {report['gate']['status']}",
-        markdown="```\n" + render_summary(report) + "\n```",
+        markdown="```\n" + render_summary(report) + "\n```\n\n"
+                 f"report.html (Pareto plot, calibration check, per-class results): `{html_path}`, and "
+                 f"`report.html` among the artifacts of MLflow run `{report['mlflow']['run_id']}`",
     )
     create_table_artifact(
         key=f"{key}-attempts",

@@ -33,8 +33,10 @@ Register = Callable[[str, str], str]
 def record_run(
     report: dict, report_path: Path, artifact_dir: Path | None, register_as: str | None, alias: str | None,
     register: Register | None = None, calibration_sample: Path | None = None, key: str | None = None,
+    report_files: tuple[Path, ...] = (),
 ) -> Registration:
-    """Log report's params, metrics and files as one MLflow run, with the calibration
+    """Log report's params, metrics and files (report_path, and report_files beside it, such
+    as report.html) as one MLflow run, with the calibration
     samples used (CALIBRATION_SAMPLE, which the recalibration sweep compares fresh data
     with); when register_as is given, register the artifact in artifact_dir as a new version
     of that model through register, with tags and the alias. Returns what was recorded.
@@ -59,7 +61,8 @@ def record_run(
             "quantmill.source_model": model["name"], "quantmill.source_version": str(model["version"]),
             "quantmill.budget": f"{budget['value']:g} {budget['unit']}",
         })
-        mlflow.log_artifact(str(report_path))
+        for path in (report_path, *report_files):
+            mlflow.log_artifact(str(path))
         if calibration_sample is not None:
             mlflow.log_artifact(str(calibration_sample), artifact_path=str(Path(CALIBRATION_SAMPLE).parent))
         if artifact_dir is not None:

@@ -19,6 +19,7 @@ from quantmill.metrics import compare_logits
 from quantmill.models import get_kind, resolve_model
 from quantmill.models.hf_causal_lm import text_dataset
 from quantmill.runtimes import llama_cpp, transformers
+from tests.browser import check_report_html
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +95,7 @@ def test_a_missed_budget_climbs_each_ladder_each_rung_measured(tiny_llama, tmp_p
     awq_ratio = awq[0]["benchmark"]["decode_tokens_per_s"] / report["baselines"]["hf-checkpoint"]["decode_tokens_per_s"]
     assert awq[0]["speedup_vs_baseline"] == pytest.approx(awq_ratio)
     assert "budget of 5 % perplexity increase and mean KLD 1e-07" in report["gate"]["reasons"][0]
+    check_report_html(tmp_path / "out")
     assert all(a["secondary_metrics"]["mean_kl"] > 1e-7 for a in report["attempts"])
 
 

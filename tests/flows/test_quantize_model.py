@@ -13,6 +13,7 @@ from quantmill.hashing import sha256_file
 from quantmill.metrics import halves
 from quantmill.models import register_source_model
 from quantmill.tracking.client import client
+from tests.browser import check_report_html
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -69,6 +70,13 @@ def test_digits_from_the_registry_end_to_end(digits, tmp_path, capsys):
     registry = client()
     run = registry.get_run(report["mlflow"]["run_id"])
     assert run.data.tags["quantmill.gate"] == gate["status"]
+    # report.html beside report.json, with the MLflow run, and as a person sees it.
+    assert f"report.html: {(out / 'report.html').resolve()}" in printed
+    assert {"report.json", "report.html"} <= {f.path for f in registry.list_artifacts(run.info.run_id)}
+    features = report["calibration"]["ks_features"]
+    assert len(features) == report["calibration"]["features_tested"]
+    assert max(features, key=lambda f: f[1])[:2] == [report["calibration"]["worst_feature"], report["calibration"]["ks_statistic"]]
+    check_report_html(out)
     if gate["status"] == "passed":
         registered = registry.get_model_version_by_alias("digits-cnn-quantized", "cpu")
         assert registered.tags["source_version"] == version and registered.tags["format"] == "onnx-int8-static"
