@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--eval-data", required=True, type=Path, help=".npz or .jsonl")
     scan.add_argument("--format", help="a format that scans sensitivity (default: the first the model's kind offers)")
     scan.add_argument("--out", type=Path, default=Path("out"), help="folder for sensitivity.csv and sensitivity.json")
+    table = commands.add_parser(
+        "table", help="the benchmark table format selection reads (benchmark_tables/) with every row quantmill runs "
+                      "logged to MLflow, aggregated per family x hardware x format (median, spread, n)")
+    table.add_argument("--benchmark-table", type=Path, help="folder of measured-table CSVs (default: the shipped benchmark_tables/)")
+    table.add_argument("--runs-only", action="store_true", help="only the rows logged by runs, not the shipped table")
     commands.add_parser(
         "crash-detection",
         help="create the Prefect automation that marks a flow run Crashed when its heartbeats stop "
@@ -104,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "sensitivity":
         return _sensitivity(args)
+    if args.command == "table":
+        return _table(args)
     try:
         model = preflight(args)
     except QuantmillError as err:
@@ -139,6 +146,22 @@ def _sensitivity(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     print(table.render())
     print("saved: " + ", ".join(str(p.resolve()) for p in paths))
+    return 0
+
+
+def _table(args: argparse.Namespace) -> int:
+    from quantmill.benchmark_table import SHIPPED_TABLE_DIR, aggregate, format_table, load_table
+    from quantmill.tracking.runs import logged_rows
+
+    try:
+        shipped = () if args.runs_only else load_table(args.benchmark_table or SHIPPED_TABLE_DIR)
+        with tempfile.TemporaryDirectory(prefix="quantmill-table-") as scratch:
+            logged = logged_rows(Path(scratch))
+    except QuantmillError as err:
+        print(f"quantmill: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{len(shipped)} shipped rows, {len(logged)} rows logged by runs")
+    print(format_table(aggregate(shipped + logged)))
     return 0
 
 

@@ -96,3 +96,42 @@ def aggregate(rows: tuple[TableRow, ...] | list[TableRow]) -> tuple[MeasuredForm
     ).reset_index()
     return tuple(MeasuredFormat(**{k: (int(v) if k == "n" else v) for k, v in record.items()})
                  for record in table.to_dict("records"))
+
+
+# Each run's own measured rows, logged with its MLflow run (quantmill.tracking.runs).
+RUN_ROWS_FILE = "benchmark_rows.csv"
+
+
+def run_rows(report: dict) -> tuple[TableRow, ...]:
+    """Return the rows one run measured (a report.json dict): per attempt and target where
+    it was benchmarked, the confirmed drop (the half that chose nothing), the compression
+    and the speedup against full precision on the same runtime, as one measurement."""
+    model = report["model"]
+    when = report["created_at"][:10]
+    targets = [t for t in report.get("targets") or [] if t["status"] == "measured"] or [
+        {"target": report["target"], "hardware": report["hardware"]["description"],
+         "speedup_vs_baseline": {str(a["index"]): a["speedup_vs_baseline"] for a in report["attempts"]}}]
+    sizes = {name: bench["size_bytes"] for name, bench in report.get("baselines", {}).items()}
+    rows = []
+    for target in targets:
+        for attempt in report["attempts"]:
+            speedup = target["speedup_vs_baseline"].get(str(attempt["index"]))
+            base_size = sizes.get(attempt["baseline_format"])
+            if speedup is None or base_size is None:
+                continue
+            confirmed = attempt.get("confirmation") or attempt
+            rows.append(TableRow(
+                model["family"], target["target"], attempt["format"], round(confirmed["accuracy_drop"], 4),
+                round(base_size / attempt["size_bytes"], 3), round(speedup, 3), 1,
+                f"quantmill run of {model['name']} v{model['version'] or '-'} on {target['hardware']} {when} "
+                f"(drop in {report['budget']['unit']})",
+            ))
+    return tuple(rows)
+
+
+def format_table(measured: tuple[MeasuredFormat, ...]) -> str:
+    """Return the aggregated table as text, one line per family x hardware x format."""
+    if not measured:
+        return "no measured rows"
+    frame = pd.DataFrame([asdict(m) for m in measured]).drop(columns="sources")
+    return frame.to_string(index=False, float_format="{:.3f}".format)

@@ -10,6 +10,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
+from quantmill.benchmark_table import RUN_ROWS_FILE, append_rows, run_rows
 from quantmill.data import Dataset, save_samples
 from quantmill.exporters.artifact import verify_artifact
 from quantmill.formats import get_format
@@ -46,6 +47,8 @@ def record_task(
     html_path = write_html(report, out_dir)
     ship = register and gate["status"] == PASSED and chosen is not None
     with tempfile.TemporaryDirectory(prefix="quantmill-record-") as scratch:
+        rows = Path(scratch) / RUN_ROWS_FILE
+        append_rows(rows, run_rows(report))
         sample = None if calibration_sample is None else save_samples(
             calibration_sample, Path(scratch) / Path(CALIBRATION_SAMPLE).name
         )
@@ -58,7 +61,7 @@ def record_task(
                 lambda name, uri: get_format(chosen["format"]).register(Path(chosen["path"]), name, uri)
             ),
             # A retry of this task within the same flow run resumes the run and finds the version.
-            key=str(flow_run.id) if flow_run.id else None, report_files=(html_path,),
+            key=str(flow_run.id) if flow_run.id else None, report_files=(html_path, rows),
         )
     final = {**report, "mlflow": {
         "run_id": registration.run_id, "registered_model": registration.registered_model,

@@ -139,3 +139,21 @@ def _numbers(prefix: str, values: dict) -> dict[str, float]:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             found[name] = float(value)
     return found
+
+
+def logged_rows(scratch: Path) -> tuple:
+    """Return every benchmark row logged by a quantmill run in MLflow (RUN_ROWS_FILE of each
+    run that has one), downloading them under scratch. Raises InputError for a malformed file."""
+    from quantmill.benchmark_table import RUN_ROWS_FILE, load_table
+
+    registry = client()
+    experiment = registry.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return ()
+    rows = []
+    for run in registry.search_runs([experiment.experiment_id], max_results=5000):
+        if any(f.path == RUN_ROWS_FILE for f in registry.list_artifacts(run.info.run_id)):
+            folder = scratch / run.info.run_id
+            registry.download_artifacts(run.info.run_id, RUN_ROWS_FILE, str(folder))
+            rows += load_table(folder)
+    return tuple(rows)

@@ -96,6 +96,17 @@ def test_digits_from_the_registry_end_to_end(digits, tmp_path, capsys):
     assert sha256_file(Path(attempt["path"])) == attempt["sha256"]
     assert json.loads((Path(attempt["path"]).parents[2] / "report.json").read_text())["mlflow"] == report["mlflow"]
 
+    # Each run logged its own measured rows; `quantmill table` aggregates them across runs.
+    capsys.readouterr()
+    assert main(["table", "--runs-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "0 shipped rows, 2 rows logged by runs" in printed
+    row = next(line.split() for line in printed.splitlines() if "onnx-int8-static" in line)
+    speedups = sorted(r["targets"][0]["speedup_vs_baseline"]["1"] if r["targets"] else r["attempts"][0]["speedup_vs_baseline"]
+                      for r in (report, second))
+    assert row[:3] == ["cnn", "cpu", "onnx-int8-static"] and row[-1] == "2"
+    assert [float(v) for v in row[-3:-1]] == [pytest.approx(s, abs=1e-3) for s in speedups]
+
 
 def test_shifted_calibration_data_stops_the_run_before_quantizing(digits, tmp_path):
     with np.load(digits.calibration) as data:
