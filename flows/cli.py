@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--alias", help="alias for a registered passing model (default: the target)")
     run.add_argument("--benchmark-table", type=Path, help="folder of measured-table CSVs (default: the shipped benchmark_tables/)")
     run.add_argument("--benchmark-seconds", type=float, default=1.0, help="timed seconds per batch size")
+    run.add_argument("--search-seconds", type=float, default=0.0,
+                     help="search: go on trying candidates for this many seconds and ship the attempt within budget "
+                          "that best serves --objective, measured again (default 0: the first within budget)")
     run.add_argument("--objective", default=THROUGHPUT, choices=list(OBJECTIVES),
                      help="what speed the gate judges: throughput at the serving batch (default), latency at batch 1, "
                           "or size (smaller and not slower)")
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_data=str(args.eval_data.resolve()), target=args.target, max_accuracy_drop=args.max_accuracy_drop,
         max_ppl_increase=args.max_ppl_increase, max_kld=args.max_kld, out_dir=str(args.out.resolve()), register_model=not args.no_register,
         alias=args.alias, benchmark_seconds=args.benchmark_seconds, resolved=model.to_dict(), objective=args.objective,
+        search_seconds=args.search_seconds,
         **({"table_dir": str(args.benchmark_table.resolve())} if args.benchmark_table else {}),
     )
     from quantmill.report import render_summary

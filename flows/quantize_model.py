@@ -3,6 +3,7 @@ encoder, Hugging Face causal LM) through every stage, from resolution to gate.""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from quantmill.benchmark_table import SHIPPED_TABLE_DIR
 from quantmill.calibration import FAIL
 from quantmill.formats import Step, baseline_for, baselines_for, get_format
 from quantmill.formats.base import NoOptions
-from quantmill.gate import chosen_attempt
+from quantmill.gate import best_for_objective, chosen_attempt
 from quantmill.metrics import budget_for
 from quantmill.models import Model
 from quantmill.provenance import artifact_metadata
@@ -51,6 +52,7 @@ def quantize_model(
     worker_wait_seconds: float = 120.0,
     resolved: dict | None = None,
     objective: str = "throughput",
+    search_seconds: float = 0.0,
 ) -> dict:
     """Quantize model for target and return the report (also written to out_dir/report.json).
 
@@ -60,6 +62,12 @@ def quantize_model(
     next-token distribution from full precision's (nats). resolved, a Model.to_dict() of model made by the caller, skips
     resolving it again. objective (throughput, latency or size; speed.OBJECTIVES) is what the
     gate judges speed by.
+
+    search_seconds > 0 searches instead of stopping at the first attempt within budget:
+    candidates go on being tried until that many seconds of attempts have passed; every
+    attempt is benchmarked alike; the one within budget that best serves objective is
+    chosen (gate.best_for_objective), then measured again against its baseline, and the
+    gate judges that fresh measurement, so the pick and the judgment never share noise.
 
     Each candidate format is tried along its escalation ladder until an attempt is within
     budget; an attempt that fails is recorded and the ladder goes on. Stops before
@@ -93,6 +101,7 @@ def quantize_model(
     calib = None
     scores: tuple = ()
     baseline = None
+    search = None
     if verdict.status != FAIL:
         work = quantmill_home() / "work" / ref.sha256[:16]
         calib = subsample_task(ref, calibration)
@@ -127,15 +136,21 @@ def quantize_model(
             return any((made := attempt(step)) is not None and budget.meets(made.evaluation)
                        for step in steps)
 
+        searching_until = time.monotonic() + search_seconds
         for candidate in candidates:
+            if attempts and search_seconds and time.monotonic() > searching_until:
+                logger.info("search: %g s of attempts passed; %s and the rest not tried", search_seconds, candidate.format)
+                break
             fmt = get_format(candidate.format)
             if run_until_within(fmt.ladder(candidate.reason, hardware)):
+                if search_seconds:
+                    continue
                 break
             tried_here = [a for a in attempts if a.format == fmt.name]
             if fmt.scans_sensitivity and tried_here:
                 best = min(tried_here, key=lambda a: a.evaluation.accuracy_drop).options
                 scores = sensitivity_task(fmt.name, ref, best, calib, evaluation, reference, task, work)
-                if run_until_within(fmt.exclusion_steps(best, scores)):
+                if run_until_within(fmt.exclusion_steps(best, scores)) and not search_seconds:
                     break
 
         if attempts:
@@ -143,18 +158,22 @@ def quantize_model(
             models = {name: (name, quantize_attempt(name, ref, NoOptions(), None, work)) for name in bases}
             models |= {str(a.index): (a.format, a.artifact.path) for a in attempts}
             shipping = chosen_attempt(attempts, budget)
-            judged = None if shipping is None else (str(shipping.index), shipping.baseline_format)
-            if benchmark_on is None:
-                measured = [benchmark_task(target, models, evaluation, benchmark_seconds, judged, objective)]
-            else:
+            # A search benchmarks every attempt alike; its pick is measured again below.
+            judged = None if shipping is None or search_seconds else (str(shipping.index), shipping.baseline_format)
+
+            def measure(chosen_models: dict, judged: tuple[str, str] | None, targets: list[str], purpose: str = "") -> list:
+                if benchmark_on is None:
+                    return [benchmark_task(target, chosen_models, evaluation, benchmark_seconds, judged, objective)]
                 parameters = {
                     "model": ref.to_dict(), "eval_data": str(Path(eval_data).resolve()), "benchmark_seconds": benchmark_seconds,
-                    "models": {label: {"format": name, "path": str(path)} for label, (name, path) in models.items()},
+                    "models": {label: {"format": name, "path": str(path)} for label, (name, path) in chosen_models.items()},
                     "judged": None if judged is None else list(judged), "objective": objective,
                 }
-                futures = [benchmark_on_pool_task.submit(t, {**parameters, "target": t}, worker_wait_seconds)
-                           for t in dict.fromkeys([target, *benchmark_on])]
-                measured = [f.result() for f in futures]
+                futures = [benchmark_on_pool_task.submit(t, {**parameters, "target": t}, worker_wait_seconds, purpose)
+                           for t in targets]
+                return [f.result() for f in futures]
+
+            measured = measure(models, judged, list(dict.fromkeys([target, *(benchmark_on or [])])))
             for result in measured:
                 logger.info("%s: %s", result.target, result.hardware.describe() if result.measured else f"not benchmarked: {result.reason}")
             primary = next(m for m in measured if m.target == target)
@@ -163,12 +182,23 @@ def quantize_model(
                 baseline = primary.benchmarks[baseline_format]
                 attempts = [replace(a, benchmark=primary.benchmarks[str(a.index)], baseline=primary.benchmarks[a.baseline_format])
                             for a in attempts]
+                if search_seconds:
+                    search = best_for_objective(attempts, budget, objective)
+                if search is not None:
+                    logger.info("search chose attempt %d: %s", search.index, search.why)
+                    pick = next(a for a in attempts if a.index == search.index)
+                    again = measure({str(pick.index): models[str(pick.index)], pick.baseline_format: models[pick.baseline_format]},
+                                    (str(pick.index), pick.baseline_format), [target], "-confirm")[0]
+                    if again.measured:
+                        attempts = [replace(a, benchmark=again.benchmarks[str(a.index)], baseline=again.benchmarks[a.baseline_format])
+                                    if a.index == pick.index else a for a in attempts]
 
-    gate = gate_task(verdict, tuple(attempts), budget, hardware.describe(), objective)
+    gate = gate_task(verdict, tuple(attempts), budget, hardware.describe(), objective,
+                     None if search is None else search.index)
     report = build_report(
         model=ref, task=task, target=target, budget=budget, hardware=hardware, candidates=candidates,
         calibration=verdict, calibration_data=calibration, evaluation_data=evaluation,
         baseline_format=baseline_format, baseline=baseline, attempts=tuple(attempts), sensitivity=scores,
-        gate=gate, failures=tuple(failures), targets=tuple(measured), objective=objective,
+        gate=gate, failures=tuple(failures), targets=tuple(measured), objective=objective, search=search,
     )
     return record_task(report, run_out, register_model, alias or target, calib, latest_dir=out)

@@ -26,9 +26,46 @@ def chosen_attempt(attempts: tuple[Attempt, ...] | list[Attempt], budget: Budget
     return next((a for a in attempts if budget.meets(a.evaluation)), None)
 
 
+@dataclass(frozen=True)
+class SearchChoice:
+    """What a search chose among the attempts within budget, and why: each one's figure on
+    the objective (paired speed ratio against its own baseline, or size in MB), best first."""
+
+    index: int
+    objective: str
+    ranking: tuple[tuple[int, str, float], ...]
+    why: str
+
+
+def best_for_objective(attempts: tuple[Attempt, ...] | list[Attempt], budget: Budget, objective: str) -> SearchChoice | None:
+    """Return the attempt within budget that best serves objective, measured: the highest
+    paired speed ratio on the objective's figure against its own full-precision baseline
+    (throughput, latency), or the smallest artifact not slower beyond the noise (size; the
+    smallest of all when every one is slower). None when no benchmarked attempt is within
+    budget."""
+    within = [a for a in attempts if budget.meets(a.evaluation) and a.benchmark is not None and a.baseline is not None]
+    if not within:
+        return None
+    if objective == SIZE:
+        ranked = sorted(within, key=lambda a: a.artifact.size_bytes)
+        speeds = {a.index: compare(a.benchmark.speed_rounds(THROUGHPUT)[0], a.baseline.speed_rounds(THROUGHPUT)[0]) for a in ranked}
+        best = next((a for a in ranked if speeds[a.index].verdict != SLOWER), ranked[0])
+        ranking = tuple((a.index, a.format, a.artifact.size_bytes / 1e6) for a in ranked)
+        why = (f"the smallest of {len(ranked)} attempts within budget that is not slower than full precision: "
+               + ", ".join(f"#{i} {f} {mb:.2f} MB" for i, f, mb in ranking))
+        return SearchChoice(best.index, objective, ranking, why)
+    ratios = {a.index: compare(a.benchmark.speed_rounds(objective)[0], a.baseline.speed_rounds(objective)[0]) for a in within}
+    ranked = sorted(within, key=lambda a: -ratios[a.index].ratio)
+    ranking = tuple((a.index, a.format, ratios[a.index].ratio) for a in ranked)
+    figure = ranked[0].benchmark.speed_rounds(objective)[1]
+    why = (f"the fastest of {len(ranked)} attempts within budget on {figure} against its own baseline: "
+           + ", ".join(f"#{i} {f} {r:.2f}x" for i, f, r in ranking))
+    return SearchChoice(ranked[0].index, objective, ranking, why)
+
+
 def decide(
     calibration: CalibrationVerdict, attempts: tuple[Attempt, ...], budget: Budget, hardware: str,
-    objective: str = THROUGHPUT,
+    objective: str = THROUGHPUT, chosen_index: int | None = None,
 ) -> GateDecision:
     """Return the gate decision.
 
@@ -52,10 +89,14 @@ def decide(
     objective (speed.OBJECTIVES) says which figure is judged: throughput at the serving
     batch, latency at batch 1, or, for size, that the artifact is smaller than the baseline
     and not slower (throughput) beyond the noise: then slower, or not smaller, is review.
+
+    chosen_index names the attempt to judge when a search chose it (best_for_objective);
+    otherwise the first within budget is judged.
     """
     if calibration.status == FAIL:
         return GateDecision(FAILED, ("calibration data failed validation: " + "; ".join(calibration.reasons),), None)
-    chosen = chosen_attempt(attempts, budget)
+    chosen = (chosen_attempt(attempts, budget) if chosen_index is None
+              else next(a for a in attempts if a.index == chosen_index))
     if chosen is None:
         best = min(attempts, key=lambda o: o.evaluation.accuracy_drop, default=None)
         detail = f"; best was {best.format} at {best.evaluation.accuracy_drop:.2f} {budget.unit}" if best else ""

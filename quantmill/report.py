@@ -15,7 +15,7 @@ from quantmill.benchmark import TargetBenchmarks
 from quantmill.calibration import CalibrationVerdict
 from quantmill.data import Dataset
 from quantmill.formats import Candidate
-from quantmill.gate import GateDecision
+from quantmill.gate import GateDecision, SearchChoice
 from quantmill.hardware import Hardware
 from quantmill.metrics import Budget, Evaluation
 from quantmill.models import Model
@@ -41,6 +41,7 @@ def build_report(
     calibration_data: Dataset, evaluation_data: Dataset, baseline_format: str, baseline: object | None,
     attempts: tuple[Attempt, ...], sensitivity: tuple[GroupScore, ...], gate: GateDecision,
     failures: tuple[dict, ...] = (), targets: tuple[TargetBenchmarks, ...] = (), objective: str = THROUGHPUT,
+    search: SearchChoice | None = None,
 ) -> dict:
     """Return the report as a JSON-ready dict."""
     baseline_of = {str(a.index): a.baseline_format for a in attempts}
@@ -69,6 +70,10 @@ def build_report(
         "failures": list(failures),
         "targets": [_target(t, baseline_of) for t in targets],
         "sensitivity": [asdict(s) for s in sensitivity],
+        "search": None if search is None else {
+            "chosen_attempt": search.index, "objective": search.objective, "why": search.why,
+            "ranking": [{"index": i, "format": f, "figure": v} for i, f, v in search.ranking],
+        },
         "gate": asdict(gate),
         "mlflow": None,
     }
@@ -222,6 +227,8 @@ def render_summary(report: dict) -> str:
         detail = (f"{t['hardware']}" + (f"; chosen attempt {chosen:.2f}x the baseline" if chosen else "")
                   if t["status"] == "measured" else f"not benchmarked: {t['reason']}")
         lines.append(f"target    {t['target']}: {detail}")
+    if report.get("search"):
+        lines.append(f"search    chose #{report['search']['chosen_attempt']}: {report['search']['why']}; measured again for the gate")
     lines += ["", f"gate      {gate['status'].upper()}"] + [f"          - {r}" for r in gate["reasons"]]
     if report.get("mlflow"):
         m = report["mlflow"]

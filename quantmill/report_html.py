@@ -64,6 +64,8 @@ def render_html(report: dict) -> str:
         f"<h1>{_e(title)}</h1>",
         f"<p class='gate' style='color:{_STATUS_COLOUR.get(gate['status'], '#000')}'>gate: {_e(gate['status'].upper())}</p>",
         "<ul>" + "".join(f"<li>{_e(r)}</li>" for r in gate["reasons"]) + "</ul>",
+        (f"<p>search: chose attempt {report['search']['chosen_attempt']}, {_e(report['search']['why'])}; "
+         "measured again for the gate.</p>" if report.get("search") else ""),
         f"<p>{_e(model['family'])}, {model['parameters']:,} parameters, sha256 {_e(model['sha256'][:12])}; "
         f"task {_e(report['task'])}; budget {budget['value']:g} {_e(budget['unit'])}"
         + (f" and mean KLD {budget['max_kld']:g}" if budget.get("max_kld") is not None else "")

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantmill.progress import Progress
+
 # A numbered block ("layer.3", "layers.3", "h.3", "block.3") is one group in a transformer;
 # elsewhere each weighted node's scope is its own group.
 _BLOCK = re.compile(r"^(.*?(?:layer|layers|h|block|blocks)\.\d+)(?:/|$)")
@@ -50,12 +52,16 @@ def exclusion_sets(ranking: tuple[GroupScore, ...]) -> tuple[tuple[GroupScore, .
 
 def scan(
     groups: dict[str, tuple[str, ...]], partial: Callable[[tuple[str, ...]], Path], score: Callable[[Path], float],
+    progress: Progress | None = None,
 ) -> tuple[GroupScore, ...]:
     """Quantize each group alone (partial(nodes) writes that model), score it (the metric
-    drop against full precision), and return the groups ranked from most to least sensitive."""
+    drop against full precision), and return the groups ranked from most to least
+    sensitive, telling progress after each group."""
     scores = []
     for group, nodes in groups.items():
         model = partial(nodes)
         scores.append(GroupScore(group, nodes, score(model)))
         model.unlink()
+        if progress is not None:
+            progress(len(scores), len(groups))
     return rank(scores)

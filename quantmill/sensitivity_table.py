@@ -18,6 +18,7 @@ from quantmill.formats.base import Format
 from quantmill.hardware import local_cpu
 from quantmill.metrics import get_metric
 from quantmill.models import Model, get_kind
+from quantmill.progress import terminal_line
 from quantmill.runtimes import get_runtime
 from quantmill.sensitivity import GroupScore
 
@@ -105,6 +106,7 @@ def scan_model(model: Model, task: str, calibration_path: Path, evaluation_path:
         return metric.evaluate(reference, outputs(path, evaluation), evaluation).accuracy_drop
 
     full = metric.evaluate(reference, outputs(fmt.quantize(model, options, calibration, workdir), evaluation), evaluation)
-    groups = fmt.sensitivity(model, options, calibration, evaluation, score, workdir)
+    groups = fmt.sensitivity(model, options, calibration, evaluation, score, workdir,
+                             terminal_line(f"{fmt.name}: layer groups scored"))
     return SensitivityTable(model.uri, fmt.name, options.describe(), full.metric_name, metric.unit, full.samples,
                             full.accuracy_drop, groups)

@@ -46,16 +46,17 @@ def hardware_task(format_names: list[str]) -> Hardware:
 
 
 @task(name="benchmark-on-pool", timeout_seconds=3600, **retried(2), **EPHEMERAL)
-def benchmark_on_pool_task(target: str, parameters: dict, pickup_seconds: float) -> TargetBenchmarks:
+def benchmark_on_pool_task(target: str, parameters: dict, pickup_seconds: float, purpose: str = "") -> TargetBenchmarks:
     """Start the benchmark-on-hardware deployment of target's work pool, wait for it, and
     return what it measured. When no worker takes the run within pickup_seconds, the run is
     cancelled and the target comes back not benchmarked, with the reason; likewise when the
-    run fails or crashes."""
+    run fails or crashes. purpose tells apart two measurements in one flow run (a search's
+    confirming re-measure)."""
     pool = get_target(target).pool
-    # Keyed on the calling flow run, so a retry of this task finds its run instead of starting another.
+    # Keyed on the calling flow run (and purpose), so a retry of this task finds its run instead of starting another.
     started = run_deployment(
         f"{BENCHMARK_FLOW}/{target}", parameters=parameters, timeout=0,
-        idempotency_key=f"{flow_run.id}-{target}" if flow_run.id else None,
+        idempotency_key=f"{flow_run.id}-{target}{purpose}" if flow_run.id else None,
     )
     with get_client(sync_client=True) as client:
         run = _wait(client, started.id, lambda r: r.state is not None and not (r.state.is_scheduled() or r.state.is_pending()),

@@ -14,6 +14,8 @@ from tasks.policy import EPHEMERAL
 @task(name="gate", **EPHEMERAL)
 def gate_task(
     calibration: CalibrationVerdict, attempts: tuple[Attempt, ...], budget: Budget, hardware: str, objective: str,
+    chosen_index: int | None = None,
 ) -> GateDecision:
-    """Return passed / failed / manual_review with reasons, judging speed by objective."""
-    return decide(calibration, attempts, budget, hardware, objective)
+    """Return passed / failed / manual_review with reasons, judging speed by objective, on
+    the attempt chosen_index (a search's choice) or else the first within budget."""
+    return decide(calibration, attempts, budget, hardware, objective, chosen_index)

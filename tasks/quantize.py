@@ -13,6 +13,7 @@ from quantmill.metrics import get_metric
 from quantmill.models import Model
 from quantmill.sensitivity import GroupScore
 from tasks.policy import cached
+from tasks.progress import artifact_progress
 
 
 @task(name="quantize", timeout_seconds=1800, **cached(by_name=("workdir",)))
@@ -44,4 +45,5 @@ def sensitivity_task(
     def score(path: Path) -> float:
         return metric.evaluate(reference, outputs(path, evaluation), evaluation).accuracy_drop
 
-    return fmt.sensitivity(model, options, calibration, evaluation, score, workdir)
+    return fmt.sensitivity(model, options, calibration, evaluation, score, workdir,
+                           artifact_progress(f"sensitivity scan of {format_name}: layer groups scored"))

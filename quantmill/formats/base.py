@@ -95,9 +95,11 @@ class Format:
         measures them."""
         return get_runtime(self.runtime)
 
-    def sensitivity(self, model: Model, options: object, calibration: Dataset, evaluation: Dataset, score, workdir: Path):
+    def sensitivity(self, model: Model, options: object, calibration: Dataset, evaluation: Dataset, score, workdir: Path,
+                    progress=None):
         """For a format that scans_sensitivity: return its layer groups ranked by score(path),
-        the metric drop with only that group quantized. Raises NotImplementedError otherwise."""
+        the metric drop with only that group quantized, telling progress (done, total) after
+        each group. Raises NotImplementedError otherwise."""
         raise NotImplementedError(f"{self.name} does not scan sensitivity")
 
     def exclusion_steps(self, best: object, scores: tuple) -> tuple[Step, ...]:

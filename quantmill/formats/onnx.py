@@ -176,16 +176,16 @@ class OnnxStatic(_OnnxFormat):
 
     def sensitivity(
         self, model: Model, options: OnnxStaticOptions, calibration: Dataset, evaluation: Dataset,
-        score, workdir: Path,
+        score, workdir: Path, progress=None,
     ) -> tuple[GroupScore, ...]:
         """Return the weighted-node groups of the pre-processed graph ranked by the drop
-        score(path) reports with only that group quantized."""
+        score(path) reports with only that group quantized, telling progress after each."""
         groups = node_groups(inspect_model(preprocessed(model.path, workdir)).quantizable_nodes)
 
         def partial(nodes: tuple[str, ...]) -> Path:
             return self.quantize(model, replace(options, nodes_to_quantize=nodes, nodes_to_exclude=()), calibration, workdir)
 
-        return scan(groups, partial, score)
+        return scan(groups, partial, score, progress)
 
     def exclusion_steps(self, best: OnnxStaticOptions, scores: tuple[GroupScore, ...]) -> tuple[Step, ...]:
         """Return attempts that keep growing sets of the most sensitive groups in float,

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from quantmill.progress import terminal_line
+
 VOCAB = 4096
 SEQUENCE = 128
 BATCH = 16
@@ -124,7 +126,8 @@ def _train(ids: np.ndarray, steps: int, seed: int):
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
     model.train()
-    for _ in range(steps):
+    progress = terminal_line("training the tiny Llama: steps")
+    for step in range(steps):
         starts = rng.integers(0, len(ids) - SEQUENCE - 1, BATCH)
         batch = torch.from_numpy(np.stack([ids[s:s + SEQUENCE] for s in starts]))
         loss = model(input_ids=batch, labels=batch).loss
@@ -133,6 +136,7 @@ def _train(ids: np.ndarray, steps: int, seed: int):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
+        progress(step + 1, steps)
     return model.eval()
 
 

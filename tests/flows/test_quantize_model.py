@@ -12,6 +12,7 @@ from flows.cli import EXIT_CODES, main
 from quantmill.hashing import sha256_file
 from quantmill.metrics import halves
 from quantmill.models import register_source_model
+from quantmill.report import render_summary
 from quantmill.tracking.client import client
 from tests.browser import check_report_html
 
@@ -215,3 +216,22 @@ def test_the_sensitivity_scan_as_a_command(digits, tmp_path, capsys, quantmill_h
     assert main([*args[:-2], "--format", "gguf-q4_k_m"]) == 2
     assert "gguf-q4_k_m has no sensitivity scan for onnx models; formats that do: onnx-int8-static" in \
         capsys.readouterr().err
+
+
+def test_a_search_tries_every_candidate_and_ships_the_fastest_measured_again(digits, tmp_path):
+    out = tmp_path / "out"
+    _cli(digits.model, "--task", "classification", "--calibration-data", digits.calibration, "--eval-data",
+         digits.evaluation, "--max-accuracy-drop", "5", "--search-seconds", "600", "--out", out, "--no-register")
+    report = json.loads((out / "report.json").read_text())
+    assert {a["format"] for a in report["attempts"]} == {c["format"] for c in report["candidates"]}, "every candidate tried"
+    search = report["search"]
+    within = {a["index"] for a in report["attempts"] if a["within_budget"]}
+    assert {r["index"] for r in search["ranking"]} == within and len(within) >= 2
+    figures = [r["figure"] for r in search["ranking"]]
+    assert figures == sorted(figures, reverse=True)
+    assert report["gate"]["chosen_attempt"] == search["chosen_attempt"] == search["ranking"][0]["index"]
+    # The pick is measured again: the gate's rounds are not the ones the pick was made on.
+    chosen = next(a for a in report["attempts"] if a["index"] == search["chosen_attempt"])
+    first_pass = report["targets"][0]["benchmarks"][str(chosen["index"])]["throughput_rounds"]
+    assert chosen["benchmark"]["throughput_rounds"] != first_pass
+    assert "search    chose #" in render_summary(report)

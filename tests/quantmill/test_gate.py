@@ -159,3 +159,22 @@ def test_the_objective_says_which_speed_is_judged():
     bigger = Attempt(1, attempt.format, attempt.options, "r", ExportedArtifact(Path("."), Path("m"), "0" * 64, 1000),
                      attempt.evaluation, attempt.benchmark, "onnx-fp32", attempt.baseline)
     assert "not smaller" in decide(_verdict(), (bigger,), POINTS, "cpu", "size").reasons[-1]
+
+
+def test_a_search_ships_the_attempt_within_budget_that_best_serves_the_objective():
+    from quantmill.gate import best_for_objective
+
+    def sized(attempt, size):
+        return Attempt(attempt.index, attempt.format, attempt.options, "r", ExportedArtifact(Path("."), Path("m"), "0" * 64, size),
+                       attempt.evaluation, attempt.benchmark, "onnx-fp32", attempt.baseline)
+
+    over, slow_small, fast = sized(_attempt(1, 2.0, 500), 10), sized(_attempt(2, 0.5, 150), 20), sized(_attempt(3, 0.8, 300), 40)
+    search = best_for_objective((over, slow_small, fast), POINTS, "throughput")
+    assert search.index == 3 and [r[0] for r in search.ranking] == [3, 2], "over budget is never in the running"
+    assert search.why.startswith("the fastest of 2 attempts within budget") and "#3 onnx-int8-static 3.00x" in search.why
+    assert best_for_objective((over, slow_small, fast), POINTS, "size").index == 2
+    slower_small = sized(_attempt(2, 0.5, 50), 20)
+    assert best_for_objective((slower_small, fast), POINTS, "size").index == 3, "smallest, but slower beyond the noise"
+    assert best_for_objective((over,), POINTS, "throughput") is None
+    # The gate judges the search's pick, not the first within budget.
+    assert decide(_verdict(), (over, slow_small, fast), POINTS, "cpu", chosen_index=3).chosen_attempt == 3
