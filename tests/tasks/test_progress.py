@@ -36,4 +36,5 @@ def test_a_task_shows_its_progress_as_a_prefect_artifact():
     run()
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
-    assert [(a.description, a.data) for a in found] == [("layer groups scored", 100.0)]
+    # Other tests' flows may share this server: only this task's artifact counts.
+    assert [a.data for a in found if a.description == "layer groups scored"] == [100.0]
