@@ -7,7 +7,7 @@ judged pair is settled. Each ratio is quantmill.speed.compare's, as the gate sta
 files also go through llama.cpp's own llama-bench, a second opinion on the harness.
 
     python benchmarks/gpu_target.py --stage convert|all --work DIR --out DIR \\
-        --tiny-llama DIR --heldout FILE --llama-bench BIN [--shapes llama-3-8b,llama-3.2-1b]
+        --tiny-llama DIR --heldout FILE --llama-bench BIN [--shapes llama-3-8b,llama-3.2-1b] [--via-flow]
 
 Needs llama-cpp-python's package with LLAMA_CPP_LIB_PATH naming a CUDA build of its llama.cpp,
 QUANTMILL_LLAMA_CPP_SRC naming that llama.cpp's source, and its gguf-py on PYTHONPATH
@@ -97,14 +97,24 @@ def llama_bench(binary: Path, files: dict[str, Path]) -> dict[str, dict]:
     return out
 
 
-def measure(model, files: dict[str, Path], heldout: Path, target: str) -> dict:
+def measure(model, files: dict[str, Path], heldout: Path, target: str, via_flow: bool = False) -> dict:
     """Return benchmark_target's measurements on target, the judged pair (the last format
-    against the first, the baseline) settled, with each format's ratio to the baseline."""
-    data = get_kind(model.kind).load_data(model, heldout)
+    against the first, the baseline) settled, with each format's ratio to the baseline. With
+    via_flow, through the benchmark-on-hardware flow itself (its tasks, on Prefect's
+    temporary server), as a gpu worker runs it for quantize-model."""
     started = time.perf_counter()
     baseline, judged = list(files)[0], list(files)[-1]
-    measured = benchmark_target(target, {name: ("llama.cpp", path) for name, path in files.items()}, data,
-                                judged=(judged, baseline))
+    if via_flow:
+        from flows.benchmark_on_hardware import benchmark_on_hardware
+        from quantmill.benchmark import TargetBenchmarks
+
+        measured = TargetBenchmarks.from_dict(benchmark_on_hardware(
+            target, model.to_dict(), {name: {"format": name, "path": str(path)} for name, path in files.items()},
+            str(heldout), judged=[judged, baseline]))
+    else:
+        data = get_kind(model.kind).load_data(model, heldout)
+        measured = benchmark_target(target, {name: ("llama.cpp", path) for name, path in files.items()}, data,
+                                    judged=(judged, baseline))
     if not measured.measured:
         return {"target": target, "reason": measured.reason}
     base = measured.benchmarks[baseline].decode_rounds
@@ -123,9 +133,11 @@ def main() -> None:
     parser.add_argument("--heldout", type=Path, required=True)
     parser.add_argument("--llama-bench", type=Path)
     parser.add_argument("--shapes", default="llama-3-8b,llama-3.2-1b")
+    parser.add_argument("--via-flow", action="store_true", help="measure through the benchmark-on-hardware flow")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    models = {"tiny-llama": args.tiny_llama}
+    # A --tiny-llama folder holding only the tokenizer gives the shapes their tokenizer and is not measured itself.
+    models = {"tiny-llama": args.tiny_llama} if (args.tiny_llama / "model.safetensors").exists() else {}
     for shape in filter(None, args.shapes.split(",")):
         models[shape] = make_shape(shape, args.tiny_llama, args.work / shape)
     import torch
@@ -139,9 +151,9 @@ def main() -> None:
             continue
         entry = {"parameters": model.parameters, "quantize_seconds": seconds,
                  "sizes": {name: path.stat().st_size for name, path in files.items()},
-                 "gpu": measure(model, files, args.heldout, "gpu")}
+                 "gpu": measure(model, files, args.heldout, "gpu", args.via_flow), "via_flow": args.via_flow}
         if label == "tiny-llama":
-            entry["cpu"] = measure(model, files, args.heldout, "cpu")
+            entry["cpu"] = measure(model, files, args.heldout, "cpu", args.via_flow)
         if args.llama_bench:
             entry["llama_bench_gpu"] = llama_bench(args.llama_bench, files)
         results["models"][label] = entry
