@@ -12,7 +12,8 @@
 set -e
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl
+# torchao, for the torch stages; the flow stages carry .gpu-flow/ instead.
+[ -d .gpu/whl ] && python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 case "$1" in
 torch)
