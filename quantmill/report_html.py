@@ -13,9 +13,11 @@ from __future__ import annotations
 import html
 import io
 import json
+import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from quantmill.atomic import atomic_file
 
@@ -26,22 +28,32 @@ _STATUS_COLOUR = {"passed": "#1a7f37", "failed": "#cf222e", "manual_review": "#9
 def plot_points(report: dict) -> list[dict]:
     """Return one point per attempt per measured target: attempt index, format description,
     target, accuracy drop (choosing half, with its interval), speed against the attempt's
-    full-precision baseline on that target (None when not measured there), size in MB, and
-    whether it is the chosen attempt."""
+    full-precision baseline on that target (None when not measured there) with its 95%
+    interval where there is one, size in MB, and whether it is the chosen attempt.
+
+    On the report's own target the speed is the paired ratio the gate judges (per-round
+    ratios on the objective's figure, throughput for size), with its interval; on other
+    targets, the ratio of medians."""
     chosen = report["gate"]["chosen_attempt"]
+    judged = "latency" if report.get("objective") == "latency" else "throughput"
+    paired = {str(a["index"]): (a.get("speed") or {}).get(judged) for a in report["attempts"]}
     targets = [t for t in report.get("targets") or [] if t["status"] == "measured"]
     speeds = {t["target"]: t["speedup_vs_baseline"] for t in targets} or {
         report["target"]: {str(a["index"]): a["speedup_vs_baseline"] for a in report["attempts"]}
     }
-    return [
-        {
-            "attempt": a["index"], "description": a["description"], "target": target,
-            "drop": a["accuracy_drop"], "drop_interval": a["drop_interval"],
-            "speedup": per_attempt.get(str(a["index"])), "size_mb": a["size_bytes"] / 1e6,
-            "chosen": a["index"] == chosen,
-        }
-        for target, per_attempt in speeds.items() for a in report["attempts"]
-    ]
+    points = []
+    for target, per_attempt in speeds.items():
+        for a in report["attempts"]:
+            label = str(a["index"])
+            own = paired[label] if target == report["target"] and paired[label] else None
+            points.append({
+                "attempt": a["index"], "description": a["description"], "target": target,
+                "drop": a["accuracy_drop"], "drop_interval": a["drop_interval"],
+                "speedup": own["ratio"] if own else per_attempt.get(label),
+                "speedup_interval": own["ci"] if own else None,
+                "size_mb": a["size_bytes"] / 1e6, "chosen": a["index"] == chosen,
+            })
+    return points
 
 
 def pareto_front(points: list[dict]) -> list[dict]:
@@ -72,8 +84,9 @@ def render_html(report: dict) -> str:
         + f"; objective {_e(report['objective'])}; hardware {_e(report['hardware']['description'])}</p>",
         "<h2>Accuracy against speed and size</h2>",
         "<p>Every attempt on every measured target. Drop on the choosing half with its 95% interval; "
-        "speed against full precision on the same runtime and target (ratio of medians); the line is "
-        "each target's Pareto front, the dashed line the budget, the ringed point the one that would ship.</p>",
+        "speed against full precision on the same runtime and target: on the run's own target the paired "
+        "ratio the gate judges, with its 95% interval, elsewhere the ratio of medians. The line is each "
+        "target's Pareto front, the dashed line the budget, the ringed point the one that would ship.</p>",
         _pareto_svg(points, budget, _baseline_mb(report)) if points else "<p>No attempt was made.</p>",
         _attempts_table(report),
         "<h2>Calibration data</h2>",
@@ -110,7 +123,11 @@ def _pareto_svg(points: list[dict], budget: dict, baseline_mb: float | None) -> 
         timed = [p for p in mine if p["speedup"] is not None]
         for p in timed:
             low, high = p["drop_interval"] or (p["drop"], p["drop"])
-            by_speed.errorbar(p["speedup"], p["drop"], yerr=[[p["drop"] - low], [high - p["drop"]]], fmt="none",
+            slow, fast = p["speedup_interval"] or (p["speedup"], p["speedup"])
+            # An interval the rounds left unbounded is drawn to the axis' edge, not to infinity.
+            slow, fast = (p["speedup"] if v is None or not math.isfinite(v) else v for v in (slow, fast))
+            by_speed.errorbar(p["speedup"], p["drop"], yerr=[[p["drop"] - low], [high - p["drop"]]],
+                              xerr=[[p["speedup"] - slow], [fast - p["speedup"]]], fmt="none",
                               ecolor=colours[target], alpha=0.4, linewidth=1)
             dot = by_speed.scatter(p["speedup"], p["drop"], s=140 if p["chosen"] else 40, color=colours[target],
                                    edgecolors="black" if p["chosen"] else "none", linewidths=2, zorder=3)
@@ -128,7 +145,10 @@ def _pareto_svg(points: list[dict], budget: dict, baseline_mb: float | None) -> 
         axes.axhline(budget["value"], color="#cf222e", linestyle="--", linewidth=1)
         axes.set_ylabel(f"drop ({budget['unit']})")
         axes.grid(alpha=0.3)
-    by_speed.set_xlabel("speed vs full precision (x)")
+    # Ratios: 0.5x and 2x are equally far from 1x.
+    by_speed.set_xscale("log")
+    by_speed.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    by_speed.set_xlabel("speed vs full precision (x, log scale)")
     by_speed.legend(fontsize=8, loc="best")
     seen = {}
     for p in points:
