@@ -62,6 +62,11 @@ def test_gguf_round_trip_matches_the_original_logits(tiny_llama, llama_model, tm
     assert abs(f16_result.accuracy_drop) < 0.5
     q8_result = compare_logits(reference, llama_cpp.logits(q8, windows), windows)
     assert abs(q8_result.accuracy_drop) < 2.0
+    # Perplexity cannot tell 4-bit from 8-bit on a model this small; the KL divergence can.
+    q4 = get_format("gguf-q4_k_m").quantize(llama_model, GgufOptions("Q4_K_M"), None, tmp_path)
+    q4_result = compare_logits(reference, llama_cpp.logits(q4, windows), windows)
+    assert q4_result.secondary["mean_kl"] > 5 * q8_result.secondary["mean_kl"]
+    assert q4_result.secondary["mean_kl_ci_low"] > q8_result.secondary["mean_kl_ci_high"]
 
 
 @pytest.mark.usefixtures("prefect_api")
