@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: any other torch pulls GBs of CUDA wheels.
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	# llama-cpp-python builds from source; without its multimodal library (never loaded
+	# here) it takes 23% less CPU (benchmarks/llama_build.sh).
+	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 # llama.cpp's converter and the gguf-py it was written against, from the same
