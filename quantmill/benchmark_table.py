@@ -102,18 +102,24 @@ def aggregate(rows: tuple[TableRow, ...] | list[TableRow]) -> tuple[MeasuredForm
 RUN_ROWS_FILE = "benchmark_rows.csv"
 
 
+def measured_targets(report: dict) -> list[dict]:
+    """Return the report's targets that were measured (each with target, hardware and
+    speedup_vs_baseline per attempt label); a run benchmarked in-process has none, and then
+    its own target with the attempts' speedups stands for them."""
+    return [t for t in report.get("targets") or [] if t["status"] == "measured"] or [
+        {"target": report["target"], "hardware": report["hardware"]["description"],
+         "speedup_vs_baseline": {str(a["index"]): a["speedup_vs_baseline"] for a in report["attempts"]}}]
+
+
 def run_rows(report: dict) -> tuple[TableRow, ...]:
     """Return the rows one run measured (a report.json dict): per attempt and target where
     it was benchmarked, the confirmed drop (the half that chose nothing), the compression
     and the speedup against full precision on the same runtime, as one measurement."""
     model = report["model"]
     when = report["created_at"][:10]
-    targets = [t for t in report.get("targets") or [] if t["status"] == "measured"] or [
-        {"target": report["target"], "hardware": report["hardware"]["description"],
-         "speedup_vs_baseline": {str(a["index"]): a["speedup_vs_baseline"] for a in report["attempts"]}}]
     sizes = {name: bench["size_bytes"] for name, bench in report.get("baselines", {}).items()}
     rows = []
-    for target in targets:
+    for target in measured_targets(report):
         for attempt in report["attempts"]:
             speedup = target["speedup_vs_baseline"].get(str(attempt["index"]))
             base_size = sizes.get(attempt["baseline_format"])

@@ -253,7 +253,7 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, windows: np.nda
     worst = tuple(
         {"window": int(i), "mean_kl": round(float(per_window_kl[i]), 5)} for i in np.argsort(-per_window_kl)[:WORST_KEPT]
     )
-    kl_low, kl_high = _interval(_mean, per_window_kl) or (float(kl.mean()), float(kl.mean()))
+    kl_low, kl_high = _interval(np.mean, per_window_kl) or (float(kl.mean()), float(kl.mean()))
     # Windows are of equal length, so the mean of window means is the mean over tokens.
     base_nll, cand_nll = _window_nll(ref_logp, windows), _window_nll(cand_logp, windows)
     return Evaluation(
@@ -267,10 +267,6 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, windows: np.nda
         },
         worst=worst, interval=_interval(_perplexity_increase, base_nll, cand_nll), samples=len(windows),
     )
-
-
-def _mean(values: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.mean(values, axis=axis)
 
 
 def _picked(log_probs: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from quantmill.atomic import atomic_file
+from quantmill.benchmark_table import measured_targets
 
 HTML_FILE = "report.html"
 _STATUS_COLOUR = {"passed": "#1a7f37", "failed": "#cf222e", "manual_review": "#9a6700"}
@@ -37,10 +38,7 @@ def plot_points(report: dict) -> list[dict]:
     chosen = report["gate"]["chosen_attempt"]
     judged = "latency" if report.get("objective") == "latency" else "throughput"
     paired = {str(a["index"]): (a.get("speed") or {}).get(judged) for a in report["attempts"]}
-    targets = [t for t in report.get("targets") or [] if t["status"] == "measured"]
-    speeds = {t["target"]: t["speedup_vs_baseline"] for t in targets} or {
-        report["target"]: {str(a["index"]): a["speedup_vs_baseline"] for a in report["attempts"]}
-    }
+    speeds = {t["target"]: t["speedup_vs_baseline"] for t in measured_targets(report)}
     points = []
     for target, per_attempt in speeds.items():
         for a in report["attempts"]:
