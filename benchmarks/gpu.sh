@@ -81,6 +81,9 @@ flow-convert)
     && cmake --build build -j 15 --target llama >> /tmp/build.log 2>&1; echo $? > /tmp/build.rc' \
     > /dev/null 2>&1 &
   export QUANTMILL_LLAMA_CPP_SRC=/tmp/ll/llama.cpp PYTHONPATH=.gpu-flow/py:/tmp/ll/llama.cpp/gguf-py:$PYTHONPATH
+  # Prefect installed and the flow imported now, so that a missing wheel shows before the build's wait.
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu-flow/whl-prefect/*.whl
+  python3 -c "import flows.benchmark_on_hardware; print('flow imports')" 2>&1 | tail -3 | tee "$OUT/flow-import.log"
   python3 benchmarks/gpu_target.py --stage convert --work /tmp/target-work --out "$OUT" --shapes llama-3-8b \
     --tiny-llama .gpu-flow/tok --heldout .gpu-flow/heldout.txt 2>&1 | tee "$OUT/flow-convert.log"
   ;;
@@ -88,7 +91,6 @@ flow)
   while [ ! -f /tmp/build.rc ]; do sleep 5; done
   tail -3 /tmp/build.log; cp /tmp/build.log "$OUT/build.log"
   [ "$(cat /tmp/build.rc)" = 0 ]
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu-flow/whl-prefect/*.whl
   export LLAMA_CPP_LIB_PATH=$(dirname "$(find /tmp/ll/llama.cpp/build -name libllama.so | head -1)")
   export QUANTMILL_LLAMA_CPP_SRC=/tmp/ll/llama.cpp PYTHONPATH=.gpu-flow/py:/tmp/ll/llama.cpp/gguf-py:$PYTHONPATH
   export PREFECT_HOME=/tmp/prefect-home PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 QUANTMILL_HOME=/tmp/qm-home

@@ -8,6 +8,10 @@ files also go through llama.cpp's own llama-bench, a second opinion on the harne
 
     python benchmarks/gpu_target.py --stage convert|all --work DIR --out DIR \\
         --tiny-llama DIR --heldout FILE --llama-bench BIN [--shapes llama-3-8b,llama-3.2-1b] [--via-flow]
+    python benchmarks/gpu_target.py --stage table --results JSON [JSON ...]   # on any machine
+
+The table stage appends the published shapes' measured GPU rows from those results to
+benchmark_tables/decoder_lm_gpu.csv, which format selection reads for the gpu target.
 
 Needs llama-cpp-python's package with LLAMA_CPP_LIB_PATH naming a CUDA build of its llama.cpp,
 QUANTMILL_LLAMA_CPP_SRC naming that llama.cpp's source, and its gguf-py on PYTHONPATH
@@ -33,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu import SHAPES, VOCAB, gpu_name  # noqa: E402
 
 from quantmill.benchmark import benchmark_target  # noqa: E402
+from quantmill.benchmark_table import SHIPPED_TABLE_DIR, TableRow, aggregate, append_rows, load_table  # noqa: E402
 from quantmill.formats import baseline_for, offered  # noqa: E402
 from quantmill.hardware import local_cpu  # noqa: E402
 from quantmill.models import get_kind, resolve_model  # noqa: E402
@@ -124,17 +129,50 @@ def measure(model, files: dict[str, Path], heldout: Path, target: str, via_flow:
             "seconds": round(time.perf_counter() - started, 1)}
 
 
+def table_rows(results: dict, source: str) -> tuple[TableRow, ...]:
+    """Return benchmark-table rows for the published shapes in one gpu-target.json (random
+    weights, so speed only): per quantized format, its median decode speed over F16's and its
+    compression. The drop column is the trained tiny Llama's perplexity increase for the same
+    format on the cpu table (the same GGUF file; its quality on the GPU's kernels was not
+    measured), and the source says so."""
+    drops = {m.format: m.accuracy_drop for m in aggregate(load_table(SHIPPED_TABLE_DIR))
+             if m.family == "decoder-lm" and m.hardware == "cpu"}
+    rows = []
+    for label, entry in results["models"].items():
+        gpu = entry.get("gpu") or {}
+        if label not in SHAPES or not gpu.get("benchmarks"):
+            continue
+        baseline = baseline_for(KIND, "llama.cpp").name
+        base = gpu["benchmarks"][baseline]
+        for name, bench in gpu["benchmarks"].items():
+            if name == baseline or name not in drops:
+                continue
+            rows.append(TableRow(
+                "decoder-lm", "gpu", name, drops[name], round(base["size_bytes"] / bench["size_bytes"], 3),
+                round(bench["decode_tokens_per_s"] / base["decode_tokens_per_s"], 3), 1,
+                f"{source} on {results['gpu']} {results['date']} ({label} shape, random weights, speed only"
+                f"{', through the benchmark-on-hardware flow' if entry.get('via_flow') else ''}; "
+                f"drop = the trained tiny Llama's % perplexity increase on cpu, same file)"))
+    return tuple(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", choices=("convert", "all"), required=True)
-    parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--tiny-llama", type=Path, required=True)
-    parser.add_argument("--heldout", type=Path, required=True)
+    parser.add_argument("--stage", choices=("convert", "all", "table"), required=True)
+    parser.add_argument("--results", type=Path, nargs="*", default=[], help="gpu-target.json files (table stage)")
+    parser.add_argument("--work", type=Path)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--tiny-llama", type=Path)
+    parser.add_argument("--heldout", type=Path)
     parser.add_argument("--llama-bench", type=Path)
     parser.add_argument("--shapes", default="llama-3-8b,llama-3.2-1b")
     parser.add_argument("--via-flow", action="store_true", help="measure through the benchmark-on-hardware flow")
     args = parser.parse_args()
+    if args.stage == "table":
+        rows = sum((table_rows(json.loads(p.read_text()), "benchmarks/gpu_target.py") for p in args.results), ())
+        append_rows(SHIPPED_TABLE_DIR / "decoder_lm_gpu.csv", rows)
+        print(f"{len(rows)} rows appended to {SHIPPED_TABLE_DIR / 'decoder_lm_gpu.csv'}")
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     # A --tiny-llama folder holding only the tokenizer gives the shapes their tokenizer and is not measured itself.
     models = {"tiny-llama": args.tiny_llama} if (args.tiny_llama / "model.safetensors").exists() else {}

@@ -64,6 +64,18 @@ def test_offered_honours_the_target():
     assert [c.format for c in select_formats("hf-causal-lm", "decoder-lm", "gpu", 5.0, "%", ())] == ["gguf-q8_0"]
 
 
+def test_selection_for_the_gpu_reads_the_gpu_rows_measured_there():
+    from quantmill.benchmark_table import SHIPPED_TABLE_DIR
+
+    # benchmark_tables/decoder_lm_gpu.csv: the H200's measured rows (benchmarks/gpu_target.py);
+    # on the gpu target Q4_K_M decoded faster than Q8_0 over F16, so it comes first.
+    chosen = select_formats("hf-causal-lm", "decoder-lm", "gpu", 5.0, "%", load_table(SHIPPED_TABLE_DIR))
+    assert [c.format for c in chosen] == ["gguf-q4_k_m", "gguf-q8_0"]
+    assert all("H200" in c.reason and "random weights, speed only" in c.reason for c in chosen)
+    on_cpu = select_formats("hf-causal-lm", "decoder-lm", "cpu", 5.0, "%", load_table(SHIPPED_TABLE_DIR))
+    assert not any("H200" in c.reason for c in on_cpu)
+
+
 def test_a_worker_without_the_gpu_says_why_for_each_runtime(tmp_path):
     from quantmill.benchmark import benchmark_target
     from quantmill.data import Dataset
