@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' constraints.txt)
 LLAMA_SRC     := .quantmill/llama.cpp
 
-.PHONY: demo test test-orchestration postgres browser bench llama-src clean
+.PHONY: demo test test-orchestration postgres browser bench llama-src llama-tools clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,15 +33,36 @@ $(LLAMA_SRC)/convert_hf_to_gguf.py: constraints.txt | $(LLAMA_NEEDS)
 
 llama-src: $(LLAMA_SRC)/convert_hf_to_gguf.py
 
+# llama.cpp's llama-imatrix and llama-quantize, for GGUF with an importance matrix, built
+# from the same source distribution, static, for this CPU. The build is the slow part of a
+# fresh clone's set-up, so the programs are kept outside the clone, per llama.cpp version.
+LLAMA_TOOLS_CACHE ?= $(HOME)/.cache/quantmill/llama-tools-$(LLAMA_VERSION)
+TOOLS_BUILD := .quantmill/tools-build
+$(LLAMA_TOOLS_CACHE)/llama-quantize: | $(LLAMA_NEEDS)
+	rm -rf $(TOOLS_BUILD) && mkdir -p $(TOOLS_BUILD)/src
+	command -v cmake >/dev/null || $(PY) -m pip install -q cmake
+	$(PY) -m pip download -q --no-deps --no-binary :all: -d $(TOOLS_BUILD) llama-cpp-python==$(LLAMA_VERSION)
+	tar -xzf $(TOOLS_BUILD)/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C $(TOOLS_BUILD)/src --strip-components=3 \
+	  llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp
+	PATH="$$PATH:$(abspath $(VENV))/bin" cmake -S $(TOOLS_BUILD)/src -B $(TOOLS_BUILD)/build -DCMAKE_BUILD_TYPE=Release \
+	  -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+	  -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF > /dev/null
+	PATH="$$PATH:$(abspath $(VENV))/bin" cmake --build $(TOOLS_BUILD)/build -j $$(nproc) --target llama-imatrix llama-quantize > /dev/null
+	mkdir -p $(LLAMA_TOOLS_CACHE).tmp && cp $(TOOLS_BUILD)/build/bin/llama-imatrix $(TOOLS_BUILD)/build/bin/llama-quantize $(LLAMA_TOOLS_CACHE).tmp/
+	rm -rf $(LLAMA_TOOLS_CACHE) && mv $(LLAMA_TOOLS_CACHE).tmp $(LLAMA_TOOLS_CACHE) && rm -rf $(TOOLS_BUILD)
+
+llama-tools: $(LLAMA_TOOLS_CACHE)/llama-quantize
+	mkdir -p .quantmill && ln -sfn $(LLAMA_TOOLS_CACHE) .quantmill/llama-tools
+
 demo: $(STAMP) llama-src
 	$(PY) -m flows.demo
 
-test: $(STAMP) llama-src browser
+test: $(STAMP) llama-src llama-tools browser
 	$(PY) -m pytest -m "not orchestration"
 
 # Against a Prefect server on PostgreSQL, workers, MLflow and S3 started on loopback (about 25
 # minutes). PostgreSQL's server comes from Debian's packages where it is missing.
-test-orchestration: $(STAMP) llama-src postgres
+test-orchestration: $(STAMP) llama-src llama-tools postgres
 	$(PY) -m pytest -m orchestration
 
 # report.html is checked in a real headless browser: Debian's chromium and its chromedriver.
@@ -53,7 +74,7 @@ postgres:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql)
 
-bench: $(STAMP) llama-src
+bench: $(STAMP) llama-src llama-tools
 	$(PY) benchmarks/onnx_cpu.py
 
 clean:

@@ -1,6 +1,8 @@
 """The tiny Llama trained here on this CPU, in one run: every format quantmill offers for
 causal LMs on the CPU (the GGUF schemes on llama.cpp, AWQ W4A16 on transformers) beside the
-full-precision baselines of each runtime (F16 GGUF, the FP32 checkpoint).
+full-precision baselines of each runtime (F16 GGUF, the FP32 checkpoint), and each GGUF scheme's
+escalation step with an importance matrix from the calibration text beside it (needs `make
+llama-tools`).
 
 Prints prompt-processing and decode tokens/s, load time, peak memory, size, the decode bound
 from measured memory bandwidth (weight bytes read per token / bandwidth) and the fraction of
@@ -58,6 +60,13 @@ def main() -> None:
         entries = {label: (runtime, path) for runtime, (label, path) in full.items()}
         for fmt in formats:
             entries[fmt.name] = (fmt.runtime, fmt.quantize(model, fmt.default_options(hardware), calibration, Path(scratch)))
+            # Side by side: a format's escalation steps that calibrate what its first attempt
+            # does not (GGUF with an importance matrix from the calibration text).
+            for step in fmt.ladder("", hardware):
+                if step.format == fmt.name and fmt.uses_calibration(step.options) \
+                        and not fmt.uses_calibration(fmt.default_options(hardware)):
+                    entries[f"{fmt.name} ({step.options.describe()})"] = (
+                        fmt.runtime, fmt.quantize(model, step.options, calibration, Path(scratch)))
         quality = {
             label: metric.compare(reference, get_runtime(runtime).outputs(path, evaluation), evaluation)
             for label, (runtime, path) in entries.items()
@@ -70,11 +79,11 @@ def main() -> None:
     fp32_bytes = sum(p.stat().st_size for p in model.path.glob("*.safetensors"))
     print("tg x full: decode tokens/s over full precision on the same runtime "
           f"({', '.join(f'{label} on {runtime}' for runtime, (label, _) in full.items())})")
-    print(f"\n{'format':<12} {'ppl':>7} {'+ppl %':>7} {'agree %':>8} {'KL':>8} {'pp tok/s':>9} {'tg tok/s':>9} "
+    print(f"\n{'format':<32} {'ppl':>7} {'+ppl %':>7} {'agree %':>8} {'KL':>8} {'pp tok/s':>9} {'tg tok/s':>9} "
           f"{'bound':>8} {'of bound':>8} {'load ms':>8} {'RSS MB':>7} {'MB':>6} {'tg x full':>9}")
     for label, bench in measured.items():
         q = quality[label]
-        print(f"{label:<12} {q.quantized_metric:>7.2f} {q.accuracy_drop:>7.2f} {q.secondary['top1_agreement']:>8.2f} "
+        print(f"{label:<32} {q.quantized_metric:>7.2f} {q.accuracy_drop:>7.2f} {q.secondary['top1_agreement']:>8.2f} "
               f"{q.secondary['mean_kl']:>8.5f} {bench.prompt_tokens_per_s:>9.0f} {bench.decode_tokens_per_s:>9.0f} "
               f"{bench.decode_bound_tokens_per_s:>8.0f} {bench.fraction_of_bound:>8.1%} {bench.load_ms:>8.1f} "
               f"{bench.peak_rss_bytes / 1e6:>7.1f} {bench.size_bytes / 1e6:>6.2f} "

@@ -44,7 +44,7 @@ def artifact_metadata(
     return {
         "format": fmt.name, "runtime": fmt.runtime, "scheme": fmt.description,
         "quantization": asdict(options),
-        "calibration_data_sha256": calibration_sha256 if fmt.calibrated else None,
+        "calibration_data_sha256": calibration_sha256 if fmt.uses_calibration(options) else None,
         "source": {"uri": source_uri, "sha256": source_sha256, "version": source_version},
         "tool_versions": tool_versions(),
     }

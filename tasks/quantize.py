@@ -25,9 +25,9 @@ def quantize_task(format_name: str, model: Model, options: object, calibration: 
 def quantize_attempt(format_name: str, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
     """Return the quantized model, from cache when the cached file is still there; a cache
     record whose file was deleted is refreshed, not trusted. Calibration data only counts
-    (in the cache key too) for a calibrated format."""
+    (in the cache key too) for options that read it."""
     fmt = get_format(format_name)
-    calibration = calibration if fmt.calibrated else None
+    calibration = calibration if fmt.uses_calibration(options) else None
     refresh = not fmt.output_path(model, options, calibration, workdir).exists()
     return quantize_task.with_options(refresh_cache=refresh)(format_name, model, options, calibration, workdir)
 

@@ -74,10 +74,15 @@ class Format:
         first attempt, then the escalation steps that follow a missed budget."""
         return (Step(self.name, self.default_options(hardware), f"candidate: {reason}"),)
 
+    def uses_calibration(self, options: object) -> bool:
+        """Return whether quantizing with options reads the calibration samples."""
+        return self.calibrated
+
     def output_path(self, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
         """Return where quantize writes its result in workdir: named by the format, options
         and calibration samples, so one path never holds two different results."""
-        return workdir / f"{self.name}-{fingerprint((self.name, options, calibration if self.calibrated else None))[:20]}"
+        used = calibration if self.uses_calibration(options) else None
+        return workdir / f"{self.name}-{fingerprint((self.name, options, used))[:20]}"
 
     def quantize(self, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
         """Write the quantized model for options to output_path() and return it. Raises

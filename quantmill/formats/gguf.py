@@ -5,7 +5,10 @@ next scheme up.
 
 The converter script is not installed by any wheel: `make` unpacks it, with the gguf-py it
 was written against, from the llama-cpp-python source distribution pinned in
-constraints.txt, so converter and quantizer come from one llama.cpp tree.
+constraints.txt, so converter and quantizer come from one llama.cpp tree. An importance
+matrix (imatrix) needs llama.cpp's own llama-imatrix and llama-quantize programs, which
+`make llama-tools` builds from that same source: llama-cpp-python's quantize parameters take
+the imatrix as a C++ std::unordered_map, which ctypes cannot build.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ from quantmill.models.base import Model
 
 # ftype numbers from llama.h (LLAMA_FTYPE_MOSTLY_*), smallest scheme first: the ladder.
 FTYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18, "Q8_0": 7}
+# The schemes whose rounding llama.cpp weights by an importance matrix (not Q8_0's).
+IMATRIX_SCHEMES = ("Q4_K_M", "Q5_K_M", "Q6_K")
 CONVERTER_ENV = "QUANTMILL_LLAMA_CPP_SRC"
+TOOLS_ENV = "QUANTMILL_LLAMA_TOOLS"
 F16_FILE = "model-f16.gguf"
 # An 8B model converts in about 75 s on the GPU machine's CPU; an hour is a hung converter.
 CONVERT_TIMEOUT_S = 3600
@@ -35,17 +41,21 @@ CONVERT_TIMEOUT_S = 3600
 
 @dataclass(frozen=True)
 class GgufOptions:
-    """A llama.cpp quantization scheme."""
+    """A llama.cpp quantization scheme, with or without an importance matrix computed on
+    the calibration text."""
 
     scheme: str
+    imatrix: bool = False
 
     def __post_init__(self) -> None:
         if self.scheme not in FTYPES:
             raise ValueError(f"unknown GGUF scheme {self.scheme!r}; known: {', '.join(FTYPES)}")
+        if self.imatrix and self.scheme not in IMATRIX_SCHEMES:
+            raise ValueError(f"llama.cpp uses no importance matrix for {self.scheme}; it does for {', '.join(IMATRIX_SCHEMES)}")
 
     def describe(self) -> str:
-        """Return the scheme."""
-        return self.scheme
+        """Return the scheme, e.g. 'Q4_K_M' or 'Q4_K_M with imatrix'."""
+        return f"{self.scheme} with imatrix" if self.imatrix else self.scheme
 
 
 def llama_cpp_source() -> Path:
@@ -116,6 +126,58 @@ def quantize_gguf(f16_path: Path, out_path: Path, scheme: str) -> Path:
     return out_path
 
 
+def llama_tools() -> Path:
+    """Return the folder holding llama.cpp's llama-imatrix and llama-quantize programs.
+
+    Raises FormatUnavailable when they have not been built (see the Makefile).
+    """
+    root = Path(os.environ.get(TOOLS_ENV, Path(__file__).resolve().parents[2] / ".quantmill" / "llama-tools"))
+    for program in ("llama-imatrix", "llama-quantize"):
+        if not os.access(root / program, os.X_OK):
+            raise FormatUnavailable(f"llama.cpp's {program} is not at {root}/{program} (run `make llama-tools`)")
+    return root
+
+
+def _run_tool(command: list[str], what: str) -> None:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=CONVERT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{what} ran past {CONVERT_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed: {_last_line(done.stderr or done.stdout)}")
+
+
+def compute_imatrix(f16_path: Path, model_dir: Path, calibration: Dataset, out_path: Path) -> Path:
+    """Write llama-imatrix's importance matrix of the GGUF at f16_path over the calibration
+    windows to out_path, and beside it (.txt) the text it read: the windows decoded with
+    model_dir's tokenizer, one chunk per window. Return out_path. Raises FormatUnavailable
+    without the tools, RuntimeError when llama-imatrix fails."""
+    from transformers import AutoTokenizer
+
+    tools = llama_tools()
+    windows = calibration.inputs["input_ids"]
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    text = out_path.with_suffix(".txt")
+    with atomic_file(text) as tmp:
+        tmp.write_text("\n".join(tokenizer.decode(w, skip_special_tokens=True) for w in windows))
+    with atomic_file(out_path) as tmp:
+        _run_tool([str(tools / "llama-imatrix"), "-m", str(f16_path), "-f", str(text), "-o", str(tmp),
+                   "-c", str(windows.shape[1]), "--chunks", str(len(windows)), "--no-ppl",
+                   "-t", str(os.cpu_count() or 1)], f"llama-imatrix on {f16_path}")
+    return out_path
+
+
+def quantize_gguf_imatrix(f16_path: Path, imatrix: Path, out_path: Path, scheme: str) -> Path:
+    """Quantize the GGUF at f16_path to scheme at out_path with llama-quantize, weighting each
+    tensor's rounding error by the importance matrix; return out_path. Raises
+    FormatUnavailable without the tools, RuntimeError when llama-quantize fails."""
+    tools = llama_tools()
+    with atomic_file(out_path) as tmp:
+        _run_tool([str(tools / "llama-quantize"), "--imatrix", str(imatrix), str(f16_path), str(tmp), scheme,
+                   str(os.cpu_count() or 1)], f"llama-quantize --imatrix on {f16_path}")
+    return out_path
+
+
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:400] if lines else "no output"
@@ -165,16 +227,33 @@ class Gguf(_GgufFormat):
         return GgufOptions(self.scheme)
 
     def ladder(self, reason: str, hardware: Hardware) -> tuple[Step, ...]:
-        """Return this scheme, then each larger scheme in turn."""
+        """Return this scheme, the same with an importance matrix from the calibration text
+        where llama.cpp uses one, then each larger scheme in turn."""
         schemes = list(FTYPES)
         up = schemes[schemes.index(self.scheme) + 1:]
-        return (Step(self.name, GgufOptions(self.scheme), f"candidate: {reason}"),) + tuple(
-            Step(f"gguf-{s.lower()}", GgufOptions(s), f"missed the budget; next scheme up: {s}") for s in up
-        )
+        weighted = (Step(self.name, GgufOptions(self.scheme, imatrix=True),
+                         "missed the budget; same scheme with an importance matrix from the calibration text"),
+                    ) if self.scheme in IMATRIX_SCHEMES else ()
+        return (Step(self.name, GgufOptions(self.scheme), f"candidate: {reason}"), *weighted) + tuple(Step(f"gguf-{s.lower()}", GgufOptions(s), f"missed the budget; next scheme up: {s}") for s in up)
+
+    def uses_calibration(self, options: GgufOptions) -> bool:
+        """Return whether options need the calibration windows: only for an importance matrix."""
+        return options.imatrix
 
     def quantize(self, model: Model, options: GgufOptions, calibration: Dataset | None, workdir: Path) -> Path:
-        """Write the GGUF quantized to options.scheme from the shared F16 GGUF."""
-        return quantize_gguf(self.prepare(model, workdir), self.output_path(model, options, calibration, workdir), options.scheme)
+        """Write the GGUF quantized to options.scheme from the shared F16 GGUF, with an
+        importance matrix over calibration when options ask for one (cached in workdir per
+        calibration set). Raises ValueError for an imatrix without calibration data."""
+        f16 = self.prepare(model, workdir)
+        out = self.output_path(model, options, calibration, workdir)
+        if not options.imatrix:
+            return quantize_gguf(f16, out, options.scheme)
+        if calibration is None:
+            raise ValueError("an importance matrix needs calibration data")
+        imatrix = workdir / f"imatrix-{calibration.fingerprint()[:16]}.gguf"
+        if not imatrix.exists():
+            compute_imatrix(f16, model.path, calibration, imatrix)
+        return quantize_gguf_imatrix(f16, imatrix, out, options.scheme)
 
 
 FORMATS = (

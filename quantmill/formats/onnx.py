@@ -32,18 +32,22 @@ CALIBRATION_BATCH = 16
 @dataclass(frozen=True)
 class OnnxStaticOptions:
     """Static INT8: the calibration method, per-channel weights, the nodes kept in float,
-    (for a sensitivity scan) the only nodes to quantize, and 7-bit weights for CPUs
-    without VNNI."""
+    (for a sensitivity scan) the only nodes to quantize, 7-bit weights for CPUs without
+    VNNI, and SmoothQuant's migration strength alpha (None: no smoothing; onnxruntime runs
+    it through Intel Neural Compressor 2.x, which must be installed for it)."""
 
     calibration_method: str = "minmax"
     per_channel: bool = True
     nodes_to_exclude: tuple[str, ...] = field(default=())
     nodes_to_quantize: tuple[str, ...] | None = None
     reduce_range: bool = False
+    smooth_quant_alpha: float | None = None
 
     def __post_init__(self) -> None:
         if self.calibration_method not in CALIBRATION_METHODS:
             raise ValueError(f"calibration_method {self.calibration_method!r} not in {CALIBRATION_METHODS}")
+        if self.smooth_quant_alpha is not None and not 0 <= self.smooth_quant_alpha <= 1:
+            raise ValueError(f"smooth_quant_alpha must be within 0..1, not {self.smooth_quant_alpha}")
 
     def describe(self) -> str:
         """Return e.g. 'minmax per-channel, 2 nodes kept in float'."""
@@ -52,6 +56,8 @@ class OnnxStaticOptions:
             parts.append(f"{len(self.nodes_to_exclude)} nodes kept in float")
         if self.nodes_to_quantize is not None:
             parts.append(f"only {len(self.nodes_to_quantize)} nodes quantized")
+        if self.smooth_quant_alpha is not None:
+            parts.append(f"SmoothQuant alpha {self.smooth_quant_alpha:g}")
         return " ".join(parts)
 
 
@@ -150,11 +156,20 @@ class OnnxStatic(_OnnxFormat):
                    "percentile": CalibrationMethod.Percentile}
         reader = _Reader(calibration)
         prepared = preprocessed(model.path, workdir)
-        # Ranges depend on the graph, the samples and the method, and on nothing else.
-        ranges = workdir / f"ranges-{fingerprint((prepared, calibration, options.calibration_method))[:16]}.json"
+        # Ranges depend on the graph, the samples and the method, and on nothing else; a
+        # smoothed graph is another graph, and onnxruntime refuses a range cache with it.
+        ranges = None if options.smooth_quant_alpha is not None else \
+            workdir / f"ranges-{fingerprint((prepared, calibration, options.calibration_method))[:16]}.json"
+        smoothing = {} if options.smooth_quant_alpha is None else {
+            "SmoothQuant": True, "SmoothQuantAlpha": options.smooth_quant_alpha,
+            # Folding the scales into the previous op fails on the scalar Mul of an exported
+            # GELU (neural-compressor 2.6: "Number of values (1536) does not match tensor
+            # dimensions requiring 1 elements"), so the scales stay as Mul nodes in float.
+            "SmoothQuantFolding": False}
         with atomic_file(out) as tmp:
             quantize_static(
-                prepared, tmp, reader,
+                # neural-compressor's graph wrapper opens a str path, not a Path.
+                str(prepared), tmp, reader,
                 quant_format=QuantFormat.QDQ,
                 # Weighted ops only (Gather for embedding tables): quantizing Add/Softmax lets
                 # the attention mask's huge negative constant set the scale and wipes out the
@@ -170,7 +185,7 @@ class OnnxStatic(_OnnxFormat):
                 nodes_to_quantize=None if options.nodes_to_quantize is None else list(options.nodes_to_quantize),
                 calibrate_method=methods[options.calibration_method],
                 calibration_cache_path=ranges,
-                extra_options={"CalibMovingAverage": False},
+                extra_options={"CalibMovingAverage": False, **smoothing},
             )
         return out
 

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from flows.cli import EXIT_CODES, main
@@ -69,6 +70,32 @@ def test_gguf_round_trip_matches_the_original_logits(tiny_llama, llama_model, tm
     assert q4_result.secondary["mean_kl_ci_low"] > q8_result.secondary["mean_kl_ci_high"]
 
 
+def test_an_importance_matrix_from_the_calibration_text_reaches_the_gguf(tiny_llama, llama_model, tmp_path):
+    from llama_cpp import Llama
+    from transformers import AutoTokenizer
+
+    def imatrix_metadata(path: Path) -> dict:
+        return {k: v for k, v in Llama(str(path), vocab_only=True, verbose=False).metadata.items() if "imatrix" in k}
+
+    calibration = get_kind("hf-causal-lm").load_data(llama_model, tiny_llama.train_text).take(np.arange(16))
+    q4 = get_format("gguf-q4_k_m").quantize(llama_model, GgufOptions("Q4_K_M", imatrix=True), calibration, tmp_path)
+    plain = get_format("gguf-q4_k_m").quantize(llama_model, GgufOptions("Q4_K_M"), None, tmp_path)
+    layers = json.loads((tiny_llama.model_dir / "config.json").read_text())["num_hidden_layers"]
+    # llama-quantize records the matrix it used: one chunk per calibration window, an entry
+    # for each of the 7 linear weights of every layer.
+    metadata = imatrix_metadata(q4)
+    assert metadata["quantize.imatrix.chunks_count"] == "16"
+    assert metadata["quantize.imatrix.entries_count"] == str(7 * layers)
+    # ... and the text it read, kept beside it: the calibration windows, decoded.
+    tokenizer = AutoTokenizer.from_pretrained(str(llama_model.path))
+    first = tokenizer.decode(calibration.inputs["input_ids"][0], skip_special_tokens=True)
+    assert Path(metadata["quantize.imatrix.dataset"]).read_text().startswith(first + "\n")
+    assert plain != q4 and imatrix_metadata(plain) == {}
+    windows = text_dataset(llama_model.path, tiny_llama.heldout_text, 8).inputs["input_ids"]
+    kl = compare_logits(transformers.logits(llama_model.path, windows), llama_cpp.logits(q4, windows), windows)
+    assert 0 < kl.secondary["mean_kl"] < 0.01
+
+
 @pytest.mark.usefixtures("prefect_api")
 def test_a_missed_budget_climbs_each_ladder_each_rung_measured(tiny_llama, tmp_path):
     # A budget no quantized model meets shows every rung: a KL divergence from full precision
@@ -81,13 +108,15 @@ def test_a_missed_budget_climbs_each_ladder_each_rung_measured(tiny_llama, tmp_p
                                 "max_kld": 1e-7}
     assert [c["format"] for c in report["candidates"]] == ["gguf-q4_k_m", "awq-w4a16", "gguf-q8_0"]
     gguf = [a for a in report["attempts"] if a["format"].startswith("gguf-")]
-    assert [a["options"]["scheme"] for a in gguf] == ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0"]
-    assert all("next scheme up" in a["reason"] for a in gguf[1:])
+    assert [(a["options"]["scheme"], a["options"]["imatrix"]) for a in gguf] == [
+        ("Q4_K_M", False), ("Q4_K_M", True), ("Q5_K_M", False), ("Q6_K", False), ("Q8_0", False)]
+    assert "importance matrix from the calibration text" in gguf[1]["reason"]
+    assert all("next scheme up" in a["reason"] for a in gguf[2:])
     sizes = [a["size_bytes"] for a in gguf]
     assert sizes == sorted(sizes), "each rung up is larger"
     awq = [a for a in report["attempts"] if a["format"] == "awq-w4a16"]
     assert [a["options"]["group_size"] for a in awq] == [128, 64] and "group size 64" in awq[1]["reason"]
-    assert len(report["attempts"]) == 6, "Q8_0, tried on the GGUF ladder, is not made again as the fallback"
+    assert len(report["attempts"]) == 7, "Q8_0, tried on the GGUF ladder, is not made again as the fallback"
     for attempt in report["attempts"]:
         assert attempt["metric_name"] == "perplexity" and not attempt["within_budget"]
         assert attempt["secondary_metrics"]["tokens"] > 0 and attempt["benchmark"]["decode_tokens_per_s"] > 0

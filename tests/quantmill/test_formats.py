@@ -100,8 +100,11 @@ def test_escalation_ladders_are_data():
     assert [s.options.calibration_method for s in static] == ["minmax", "entropy", "percentile"]
     assert all(s.options.reduce_range for s in static)
     gguf = get_format("gguf-q4_k_m").ladder("why", NO_VNNI)
-    assert [s.format for s in gguf] == ["gguf-q4_k_m", "gguf-q5_k_m", "gguf-q6_k", "gguf-q8_0"]
-    assert all("next scheme up" in s.reason for s in gguf[1:])
+    assert [(s.format, s.options.imatrix) for s in gguf] == [
+        ("gguf-q4_k_m", False), ("gguf-q4_k_m", True), ("gguf-q5_k_m", False), ("gguf-q6_k", False), ("gguf-q8_0", False)]
+    assert all("next scheme up" in s.reason for s in gguf[2:])
+    assert not get_format("gguf-q4_k_m").uses_calibration(gguf[0].options)
+    assert get_format("gguf-q4_k_m").uses_calibration(gguf[1].options)
     awq = get_format("awq-w4a16").ladder("why", NO_VNNI)
     assert [s.options.group_size for s in awq] == [128, 64]
     assert get_format("gguf-q8_0").ladder("why", NO_VNNI)[1:] == ()
@@ -114,8 +117,13 @@ def test_options_are_validated_where_they_are_made():
         AwqOptions(scheme="W3")
     with pytest.raises(ValueError, match="unknown GGUF scheme 'Q3_X'"):
         GgufOptions("Q3_X")
+    with pytest.raises(ValueError, match="no importance matrix for Q8_0"):
+        GgufOptions("Q8_0", imatrix=True)
     with pytest.raises(ValueError, match="calibration_method 'mean'"):
         OnnxStaticOptions(calibration_method="mean")
+    with pytest.raises(ValueError, match="smooth_quant_alpha must be within 0..1, not 1.5"):
+        OnnxStaticOptions(smooth_quant_alpha=1.5)
+    assert OnnxStaticOptions(smooth_quant_alpha=0.7).describe() == "minmax per-channel SmoothQuant alpha 0.7"
 
 
 def test_table_round_trip_and_the_shipped_table_loads(tmp_path):
