@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from quantmill.errors import InputError, QuantmillError
+from quantmill.goal import goal_for
 from quantmill.metrics import METRICS, budget_for, get_metric
 from quantmill.models import Model, get_kind, resolve_model
 from quantmill.speed import OBJECTIVES, THROUGHPUT
@@ -41,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--search-seconds", type=float, default=0.0,
                      help="search: go on trying candidates for this many seconds and ship the attempt within budget "
                           "that best serves --objective, measured again (default 0: the first within budget)")
+    run.add_argument("--max-size-mb", type=float, help="search goal: an artifact of at most this many MB, the lowest "
+                                                       "drop among those that reach it ships (needs --search-seconds)")
+    run.add_argument("--max-bits-per-weight", type=float, help="search goal: at most this many bits per parameter")
+    run.add_argument("--max-latency-ms", type=float, help="search goal: at most this many ms per sample (per decoded "
+                                                          "token, for language models) at batch 1")
     run.add_argument("--objective", default=THROUGHPUT, choices=list(OBJECTIVES),
                      help="what speed the gate judges: throughput at the serving batch (default), latency at batch 1, "
                           "or size (smaller and not slower)")
@@ -82,6 +88,7 @@ def preflight(args: argparse.Namespace) -> Model:
     bad input ends in one line naming the file; return the resolved model, which the flow
     takes as it is. Raises QuantmillError."""
     budget_for(args.task, args.max_accuracy_drop, args.max_ppl_increase, args.max_kld)
+    goal_for(args.max_size_mb, args.max_bits_per_weight, args.max_latency_ms, args.search_seconds)
     if args.out.exists() and not args.out.is_dir():
         raise InputError(args.out, "exists and is not a folder (--out names the folder for report.json and artifacts)")
     try:
@@ -126,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         eval_data=str(args.eval_data.resolve()), target=args.target, max_accuracy_drop=args.max_accuracy_drop,
         max_ppl_increase=args.max_ppl_increase, max_kld=args.max_kld, out_dir=str(args.out.resolve()), register_model=not args.no_register,
         alias=args.alias, benchmark_seconds=args.benchmark_seconds, resolved=model.to_dict(), objective=args.objective,
-        search_seconds=args.search_seconds,
+        search_seconds=args.search_seconds, max_size_mb=args.max_size_mb, max_bits_per_weight=args.max_bits_per_weight,
+        max_latency_ms=args.max_latency_ms,
         **({"table_dir": str(args.benchmark_table.resolve())} if args.benchmark_table else {}),
     )
     from quantmill.report import render_summary

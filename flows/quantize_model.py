@@ -16,6 +16,7 @@ from quantmill.calibration import FAIL
 from quantmill.formats import Step, baseline_for, baselines_for, get_format
 from quantmill.formats.base import NoOptions
 from quantmill.gate import best_for_objective, chosen_attempt
+from quantmill.goal import goal_for
 from quantmill.metrics import budget_for
 from quantmill.models import Model
 from quantmill.provenance import artifact_metadata
@@ -53,6 +54,9 @@ def quantize_model(
     resolved: dict | None = None,
     objective: str = "throughput",
     search_seconds: float = 0.0,
+    max_size_mb: float | None = None,
+    max_bits_per_weight: float | None = None,
+    max_latency_ms: float | None = None,
 ) -> dict:
     """Quantize model for target and return the report (also written to out_dir/report.json).
 
@@ -68,6 +72,9 @@ def quantize_model(
     attempt is benchmarked alike; the one within budget that best serves objective is
     chosen (gate.best_for_objective), then measured again against its baseline, and the
     gate judges that fresh measurement, so the pick and the judgment never share noise.
+    A goal for the search (at most one of max_size_mb, max_bits_per_weight, max_latency_ms;
+    quantmill.goal) picks, instead, the lowest drop among the attempts within budget that
+    reach it; the gate checks the fresh measurement against it too.
 
     Each candidate format is tried along its escalation ladder until an attempt is within
     budget; an attempt that fails is recorded and the ladder goes on. Stops before
@@ -82,6 +89,7 @@ def quantize_model(
     logger = get_run_logger()
     budget = budget_for(task, max_accuracy_drop, max_ppl_increase, max_kld)
     check_objective(objective)
+    goal = goal_for(max_size_mb, max_bits_per_weight, max_latency_ms, search_seconds)
     out = output_dir(out_dir)
     run_out = run_dir(out, str(flow_run.id))
     ref = Model.from_dict(resolved) if resolved else resolve_model_task(model, task, quantmill_home() / "work")
@@ -183,7 +191,7 @@ def quantize_model(
                 attempts = [replace(a, benchmark=primary.benchmarks[str(a.index)], baseline=primary.benchmarks[a.baseline_format])
                             for a in attempts]
                 if search_seconds:
-                    search = best_for_objective(attempts, budget, objective)
+                    search = best_for_objective(attempts, budget, objective, goal, ref.parameters)
                 if search is not None:
                     logger.info("search chose attempt %d: %s", search.index, search.why)
                     pick = next(a for a in attempts if a.index == search.index)
@@ -194,7 +202,7 @@ def quantize_model(
                                     if a.index == pick.index else a for a in attempts]
 
     gate = gate_task(verdict, tuple(attempts), budget, hardware.describe(), objective,
-                     None if search is None else search.index)
+                     None if search is None else search.index, goal, ref.parameters)
     report = build_report(
         model=ref, task=task, target=target, budget=budget, hardware=hardware, candidates=candidates,
         calibration=verdict, calibration_data=calibration, evaluation_data=evaluation,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from quantmill.attempts import Attempt
 from quantmill.calibration import FAIL, WARN, CalibrationVerdict
+from quantmill.goal import Goal
 from quantmill.metrics import Budget
 from quantmill.speed import FASTER, MARGIN, SIZE, SLOWER, THROUGHPUT, compare
 
@@ -29,23 +30,31 @@ def chosen_attempt(attempts: tuple[Attempt, ...] | list[Attempt], budget: Budget
 @dataclass(frozen=True)
 class SearchChoice:
     """What a search chose among the attempts within budget, and why: each one's figure on
-    the objective (paired speed ratio against its own baseline, or size in MB), best first."""
+    the objective (paired speed ratio against its own baseline, or size in MB), best first;
+    with a goal, each one's figure on the goal's scale, the chosen first, and whether any
+    reached it."""
 
     index: int
     objective: str
     ranking: tuple[tuple[int, str, float], ...]
     why: str
+    goal: str | None = None
+    goal_met: bool = True
 
 
-def best_for_objective(attempts: tuple[Attempt, ...] | list[Attempt], budget: Budget, objective: str) -> SearchChoice | None:
+def best_for_objective(attempts: tuple[Attempt, ...] | list[Attempt], budget: Budget, objective: str,
+                       goal: Goal | None = None, parameters: int = 0) -> SearchChoice | None:
     """Return the attempt within budget that best serves objective, measured: the highest
     paired speed ratio on the objective's figure against its own full-precision baseline
     (throughput, latency), or the smallest artifact not slower beyond the noise (size; the
-    smallest of all when every one is slower). None when no benchmarked attempt is within
-    budget."""
+    smallest of all when every one is slower). With a goal (parameters: the model's, for
+    bits per weight), the lowest drop among those that reach it, or, when none does, the
+    closest to it (goal_met False). None when no benchmarked attempt is within budget."""
     within = [a for a in attempts if budget.meets(a.evaluation) and a.benchmark is not None and a.baseline is not None]
     if not within:
         return None
+    if goal is not None:
+        return _best_for_goal(within, budget, objective, goal, parameters)
     if objective == SIZE:
         ranked = sorted(within, key=lambda a: a.artifact.size_bytes)
         speeds = {a.index: compare(a.benchmark.speed_rounds(THROUGHPUT)[0], a.baseline.speed_rounds(THROUGHPUT)[0]) for a in ranked}
@@ -63,9 +72,28 @@ def best_for_objective(attempts: tuple[Attempt, ...] | list[Attempt], budget: Bu
     return SearchChoice(ranked[0].index, objective, ranking, why)
 
 
+def _best_for_goal(within: list[Attempt], budget: Budget, objective: str, goal: Goal, parameters: int) -> SearchChoice:
+    figures = {a.index: goal.figure(a, parameters) for a in within}
+    reaching = [a for a in within if goal.met(figures[a.index])]
+    if reaching:
+        ranked = sorted(reaching, key=lambda a: (a.evaluation.accuracy_drop, figures[a.index]))
+        why = (f"the lowest drop of {len(reaching)} attempts within budget that reach the goal of {goal.describe()}: "
+               + ", ".join(f"#{a.index} {a.format} {a.evaluation.accuracy_drop:.3f} {budget.unit} at "
+                           f"{goal.format(figures[a.index])}" for a in ranked))
+        short = [a for a in within if a not in reaching]
+        if short:
+            why += "; short of the goal: " + ", ".join(f"#{a.index} {a.format} {goal.format(figures[a.index])}" for a in short)
+    else:
+        ranked = sorted(within, key=lambda a: (figures[a.index] is None, figures[a.index] or 0.0))
+        why = (f"none of {len(within)} attempts within budget reaches the goal of {goal.describe()}; the closest: "
+               + ", ".join(f"#{a.index} {a.format} {goal.format(figures[a.index])}" for a in ranked))
+    ranking = tuple((a.index, a.format, figures[a.index]) for a in ranked)
+    return SearchChoice(ranked[0].index, objective, ranking, why, goal.describe(), bool(reaching))
+
+
 def decide(
     calibration: CalibrationVerdict, attempts: tuple[Attempt, ...], budget: Budget, hardware: str,
-    objective: str = THROUGHPUT, chosen_index: int | None = None,
+    objective: str = THROUGHPUT, chosen_index: int | None = None, goal: Goal | None = None, parameters: int = 0,
 ) -> GateDecision:
     """Return the gate decision.
 
@@ -91,7 +119,8 @@ def decide(
     and not slower (throughput) beyond the noise: then slower, or not smaller, is review.
 
     chosen_index names the attempt to judge when a search chose it (best_for_objective);
-    otherwise the first within budget is judged.
+    otherwise the first within budget is judged. With a goal (parameters: the model's), the
+    chosen attempt as measured here must reach it, or it is manual_review.
     """
     if calibration.status == FAIL:
         return GateDecision(FAILED, ("calibration data failed validation: " + "; ".join(calibration.reasons),), None)
@@ -123,6 +152,10 @@ def decide(
                       f"the budget of {budget.max_kld:g}: within budget, but not beyond the noise")
     if calibration.status == WARN:
         review.append("calibration data warned: " + "; ".join(calibration.reasons))
+    if goal is not None:
+        figure = goal.figure(chosen, parameters)
+        (reasons if goal.met(figure) else review).append(
+            f"goal {goal.describe()}: {'reached' if goal.met(figure) else 'not reached'}, at {goal.format(figure)}")
     if chosen.benchmark is None or chosen.baseline is None:
         review.append("not benchmarked")
     else:

@@ -72,6 +72,7 @@ def build_report(
         "sensitivity": [asdict(s) for s in sensitivity],
         "search": None if search is None else {
             "chosen_attempt": search.index, "objective": search.objective, "why": search.why,
+            "goal": search.goal, "goal_met": search.goal_met,
             "ranking": [{"index": i, "format": f, "figure": v} for i, f, v in search.ranking],
         },
         "gate": asdict(gate),

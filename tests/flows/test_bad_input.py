@@ -130,6 +130,9 @@ def test_classification_data_without_labels(capsys, digits, tmp_path, quantmill_
                                   "model better than full precision"),
     ("--max-kld", "0.01", "classification has no KL divergence to budget; max_kld is for language-modeling"),
     ("--max-ppl-increase", "2", "classification takes its budget as max_accuracy_drop (points), not max_ppl_increase"),
+    ("--max-size-mb", "1", "max_size_mb is a goal for a search: give search_seconds (--search-seconds) too, the time it "
+                           "may go on trying attempts"),
+    ("--max-latency-ms", "0", "max_latency_ms must be a positive number, not 0.0"),
 ])
 def test_budgets_that_cannot_be_judged(capsys, digits, quantmill_home, flag, value, problem):
     code = main(["run", str(digits.model), "--task", "classification", "--calibration-data", str(digits.calibration),

@@ -235,3 +235,16 @@ def test_a_search_tries_every_candidate_and_ships_the_fastest_measured_again(dig
     first_pass = report["targets"][0]["benchmarks"][str(chosen["index"])]["throughput_rounds"]
     assert chosen["benchmark"]["throughput_rounds"] != first_pass
     assert "search    chose #" in render_summary(report)
+    # A size goal that the largest attempt within budget misses: the lowest drop among the
+    # rest ships, and the gate says the goal was reached.
+    sizes = {a["index"]: a["size_bytes"] for a in report["attempts"] if a["within_budget"]}
+    limit_mb = (max(sizes.values()) - 1) / 1e6
+    drops = {a["index"]: a["accuracy_drop"] for a in report["attempts"] if a["index"] in sizes and sizes[a["index"]] <= limit_mb * 1e6}
+    goal_out = tmp_path / "goal"
+    _cli(digits.model, "--task", "classification", "--calibration-data", digits.calibration, "--eval-data",
+         digits.evaluation, "--max-accuracy-drop", "5", "--search-seconds", "600", "--max-size-mb", str(limit_mb),
+         "--out", goal_out, "--no-register")
+    goal = json.loads((goal_out / "report.json").read_text())
+    assert goal["search"]["goal"] == f"at most {limit_mb:g} MB" and goal["search"]["goal_met"]
+    assert goal["search"]["chosen_attempt"] == min(drops, key=lambda i: (drops[i], sizes[i]))
+    assert any(r.startswith(f"goal at most {limit_mb:g} MB: reached") for r in goal["gate"]["reasons"])

@@ -178,3 +178,42 @@ def test_a_search_ships_the_attempt_within_budget_that_best_serves_the_objective
     assert best_for_objective((over,), POINTS, "throughput") is None
     # The gate judges the search's pick, not the first within budget.
     assert decide(_verdict(), (over, slow_small, fast), POINTS, "cpu", chosen_index=3).chosen_attempt == 3
+
+
+def test_a_goal_ships_the_lowest_drop_that_reaches_it_and_the_gate_checks_it():
+    from quantmill.errors import QuantmillError
+    from quantmill.gate import best_for_objective
+    from quantmill.goal import goal_for
+
+    def sized(attempt, megabytes):
+        return Attempt(attempt.index, attempt.format, attempt.options, "r",
+                       ExportedArtifact(Path("."), Path("m"), "0" * 64, int(megabytes * 1e6)),
+                       attempt.evaluation, attempt.benchmark, "onnx-fp32", attempt.baseline)
+
+    # Within budget: 2 MB at 0.8 points, 3 MB at 0.2, 5 MB at 0.1; over budget: 1 MB at 2.0.
+    attempts = (sized(_attempt(1, 2.0, 300), 1), sized(_attempt(2, 0.8, 300), 2), sized(_attempt(3, 0.2, 300), 3),
+                sized(_attempt(4, 0.1, 300), 5))
+    goal = goal_for(max_size_mb=4, search_seconds=60)
+    search = best_for_objective(attempts, POINTS, "throughput", goal)
+    assert search.index == 3 and search.goal_met and [r[0] for r in search.ranking] == [3, 2]
+    assert search.why.startswith("the lowest drop of 2 attempts within budget that reach the goal of at most 4 MB")
+    assert "short of the goal: #4 onnx-int8-static 5.00 MB" in search.why
+    # Bits per weight: 2 MB of 1e6 parameters is 16 bits.
+    assert best_for_objective(attempts, POINTS, "throughput", goal_for(max_bits_per_weight=20, search_seconds=1), 10**6).index == 2
+    missed = best_for_objective(attempts, POINTS, "throughput", goal_for(max_size_mb=1.5, search_seconds=60))
+    assert missed.index == 2 and not missed.goal_met and missed.why.startswith("none of 3 attempts within budget reaches")
+    passed = decide(_verdict(), attempts, POINTS, "cpu", chosen_index=3, goal=goal)
+    assert passed.status == PASSED and "goal at most 4 MB: reached, at 3.00 MB" in passed.reasons
+    short = decide(_verdict(), attempts, POINTS, "cpu", chosen_index=2, goal=goal_for(max_size_mb=1.5, search_seconds=60))
+    assert short.status == MANUAL_REVIEW and "goal at most 1.5 MB: not reached, at 2.00 MB" in short.reasons
+    # Latency: 300 samples/s at batch 1 (the median round) is 3.33 ms a sample.
+    rounds = {"1": [290.0, 300.0, 310.0], "32": [290.0, 300.0, 310.0]}
+    timed = Attempt(3, "onnx-int8-static", OnnxStaticOptions(), "r", attempts[2].artifact, attempts[2].evaluation,
+                    Benchmark(1.0, 1.0, {}, {"1": 300, "32": 300}, 1, 1, 1, {}, 3, rounds), "onnx-fp32", _bench(100))
+    fast = decide(_verdict(), (timed,), POINTS, "cpu", chosen_index=3, goal=goal_for(max_latency_ms=3, search_seconds=1))
+    assert fast.status == MANUAL_REVIEW and "goal at most 3 ms at batch 1: not reached, at 3.33 ms at batch 1" in fast.reasons
+    for bad, message in (({"max_size_mb": 4, "max_latency_ms": 2}, "give one goal, not 2"),
+                         ({"max_size_mb": -1}, "max_size_mb must be a positive number, not -1"),
+                         ({"max_size_mb": 4}, "give search_seconds")):
+        with pytest.raises(QuantmillError, match=message):
+            goal_for(**{"search_seconds": 60, **bad} if "search" not in message else bad)
