@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +16,21 @@ from quantmill.zoo.minilm import write_text_sets
 from tests.stack import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-# Built models survive between runs here (git-ignored), so a second `make test` skips training.
-MODEL_CACHE = REPO / ".quantmill" / "models"
+
+
+def _model_cache() -> Path:
+    # Built models survive between runs, and between clones, outside the clone: training the
+    # tiny Llama is the slowest part of a fresh clone's test run (about 210 s). The folder is
+    # named by what the models are made from (the zoo's code, the pinned versions, this
+    # Python, whose standard library is the Llama's corpus), so a change to any makes new ones.
+    made_from = hashlib.sha256(sys.version.encode())
+    for path in sorted((REPO / "quantmill" / "zoo").glob("*.py")) + [REPO / "constraints.txt"]:
+        made_from.update(path.read_bytes())
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "quantmill"
+    return root / f"test-models-{made_from.hexdigest()[:16]}"
+
+
+MODEL_CACHE = _model_cache()
 
 
 @pytest.fixture(scope="session")
