@@ -35,8 +35,9 @@ IMATRIX_SCHEMES = ("Q4_K_M", "Q5_K_M", "Q6_K")
 CONVERTER_ENV = "QUANTMILL_LLAMA_CPP_SRC"
 TOOLS_ENV = "QUANTMILL_LLAMA_TOOLS"
 F16_FILE = "model-f16.gguf"
-# An 8B model converts in about 75 s on the GPU machine's CPU; an hour is a hung converter.
-CONVERT_TIMEOUT_S = 3600
+# llama.cpp's converter, llama-imatrix and llama-quantize: an 8B model converts in about 75 s
+# and quantizes in about 70 s on the GPU machine's CPU; an hour is a hung tool.
+TOOL_TIMEOUT_S = 3600
 
 
 @dataclass(frozen=True)
@@ -74,21 +75,14 @@ def convert_to_gguf(model_dir: Path, out_path: Path) -> Path:
 
     Raises InputError for a model that ships its own code; FormatUnavailable without the
     converter; RuntimeError with the converter's last error line when it fails, or when it
-    runs past CONVERT_TIMEOUT_S.
+    runs past TOOL_TIMEOUT_S.
     """
     _refuse_model_code(model_dir)
     source = llama_cpp_source()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source / "gguf-py"), os.environ.get("PYTHONPATH", "")])}
     with atomic_file(out_path) as tmp:
-        try:
-            done = subprocess.run(
-                [sys.executable, str(source / "convert_hf_to_gguf.py"), str(model_dir), "--outfile", str(tmp), "--outtype", "f16"],
-                capture_output=True, text=True, env=env, check=False, timeout=CONVERT_TIMEOUT_S,
-            )
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"convert_hf_to_gguf.py on {model_dir} ran past {CONVERT_TIMEOUT_S} s") from None
-        if done.returncode != 0:
-            raise RuntimeError(f"convert_hf_to_gguf.py failed on {model_dir}: {_last_line(done.stderr)}")
+        _run_tool([sys.executable, str(source / "convert_hf_to_gguf.py"), str(model_dir), "--outfile", str(tmp),
+                   "--outtype", "f16"], f"convert_hf_to_gguf.py on {model_dir}", env)
     return out_path
 
 
@@ -138,11 +132,11 @@ def llama_tools() -> Path:
     return root
 
 
-def _run_tool(command: list[str], what: str) -> None:
+def _run_tool(command: list[str], what: str, env: dict[str, str] | None = None) -> None:
     try:
-        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=CONVERT_TIMEOUT_S)
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=TOOL_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{what} ran past {CONVERT_TIMEOUT_S} s") from None
+        raise RuntimeError(f"{what} ran past {TOOL_TIMEOUT_S} s") from None
     if done.returncode != 0:
         raise RuntimeError(f"{what} failed: {_last_line(done.stderr or done.stdout)}")
 
