@@ -160,6 +160,15 @@ def quantize_model(
                 scores = sensitivity_task(fmt.name, ref, best, calib, evaluation, reference, task, work)
                 if run_until_within(fmt.exclusion_steps(best, scores)) and not search_seconds:
                     break
+        if search_seconds:
+            # Around each attempt within budget, the mixes of precision its format offers,
+            # while the search's time lasts: the attempts it adds may be smaller or better.
+            for made in [a for a in attempts if budget.meets(a.evaluation)]:
+                for step in get_format(made.format).search_moves(made.options):
+                    if time.monotonic() > searching_until:
+                        logger.info("search: %g s of attempts passed; %s not tried", search_seconds, step.reason)
+                        break
+                    attempt(step)
 
         if attempts:
             bases = dict.fromkeys([baseline_format, *(a.baseline_format for a in attempts)])

@@ -74,6 +74,11 @@ class Format:
         first attempt, then the escalation steps that follow a missed budget."""
         return (Step(self.name, self.default_options(hardware), f"candidate: {reason}"),)
 
+    def search_moves(self, options: object) -> tuple[Step, ...]:
+        """Return the steps a search tries beyond the ladder around an attempt made with
+        options within budget: other mixes of precision. None unless a format has them."""
+        return ()
+
     def uses_calibration(self, options: object) -> bool:
         """Return whether quantizing with options reads the calibration samples."""
         return self.calibrated

@@ -16,9 +16,10 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from quantmill.atomic import atomic_file
@@ -32,6 +33,15 @@ from quantmill.models.base import Model
 FTYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18, "Q8_0": 7}
 # The schemes whose rounding llama.cpp weights by an importance matrix (not Q8_0's).
 IMATRIX_SCHEMES = ("Q4_K_M", "Q5_K_M", "Q6_K")
+# ggml types a per-tensor override may name (llama-quantize --tensor-type), smallest first,
+# and the type each scheme gives most of its tensors.
+TENSOR_TYPES = ("q3_k", "q4_k", "q5_k", "q6_k", "q8_0")
+SCHEME_TYPE = {"Q4_K_M": "q4_k", "Q5_K_M": "q5_k", "Q6_K": "q6_k", "Q8_0": "q8_0"}
+# Llama's tensor names in a GGUF: the FFN's up and gate projections hold two thirds of its
+# weights (one type smaller makes the file smaller); attention is where llama.cpp itself
+# spends extra bits (one type larger buys error back for little size).
+FFN_UP_GATE = "ffn_(up|gate)"
+ATTENTION = "attn_(q|k|v|output)"
 CONVERTER_ENV = "QUANTMILL_LLAMA_CPP_SRC"
 TOOLS_ENV = "QUANTMILL_LLAMA_TOOLS"
 F16_FILE = "model-f16.gguf"
@@ -43,20 +53,33 @@ TOOL_TIMEOUT_S = 3600
 @dataclass(frozen=True)
 class GgufOptions:
     """A llama.cpp quantization scheme, with or without an importance matrix computed on
-    the calibration text."""
+    the calibration text, and per-tensor type overrides: (pattern, ggml type) pairs, the
+    pattern a regular expression searched in each tensor's GGUF name, as llama-quantize's
+    --tensor-type takes them."""
 
     scheme: str
     imatrix: bool = False
+    tensor_types: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.scheme not in FTYPES:
             raise ValueError(f"unknown GGUF scheme {self.scheme!r}; known: {', '.join(FTYPES)}")
         if self.imatrix and self.scheme not in IMATRIX_SCHEMES:
             raise ValueError(f"llama.cpp uses no importance matrix for {self.scheme}; it does for {', '.join(IMATRIX_SCHEMES)}")
+        for pattern, ggml_type in self.tensor_types:
+            if ggml_type not in TENSOR_TYPES:
+                raise ValueError(f"tensor type override {pattern}={ggml_type}: unknown type; known: {', '.join(TENSOR_TYPES)}")
+            if not pattern or "=" in pattern:
+                raise ValueError(f"tensor type override {pattern!r}: the pattern must be non-empty and hold no '='")
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"tensor type override {pattern!r}: not a regular expression ({err})") from None
 
     def describe(self) -> str:
-        """Return the scheme, e.g. 'Q4_K_M' or 'Q4_K_M with imatrix'."""
-        return f"{self.scheme} with imatrix" if self.imatrix else self.scheme
+        """Return the scheme and what changes it, e.g. 'Q4_K_M with imatrix, ffn_(up|gate)=q3_k'."""
+        parts = [f"{self.scheme} with imatrix" if self.imatrix else self.scheme]
+        return ", ".join(parts + [f"{pattern}={ggml_type}" for pattern, ggml_type in self.tensor_types])
 
 
 def llama_cpp_source() -> Path:
@@ -161,14 +184,18 @@ def compute_imatrix(f16_path: Path, model_dir: Path, calibration: Dataset, out_p
     return out_path
 
 
-def quantize_gguf_imatrix(f16_path: Path, imatrix: Path, out_path: Path, scheme: str) -> Path:
+def quantize_gguf_tool(f16_path: Path, out_path: Path, scheme: str, imatrix: Path | None = None,
+                       tensor_types: tuple[tuple[str, str], ...] = ()) -> Path:
     """Quantize the GGUF at f16_path to scheme at out_path with llama-quantize, weighting each
-    tensor's rounding error by the importance matrix; return out_path. Raises
+    tensor's rounding error by the importance matrix when one is given, and giving the
+    tensors whose names match each override's pattern its type; return out_path. Raises
     FormatUnavailable without the tools, RuntimeError when llama-quantize fails."""
     tools = llama_tools()
+    flags = [*(["--imatrix", str(imatrix)] if imatrix else []),
+             *(arg for pattern, ggml_type in tensor_types for arg in ("--tensor-type", f"{pattern}={ggml_type}"))]
     with atomic_file(out_path) as tmp:
-        _run_tool([str(tools / "llama-quantize"), "--imatrix", str(imatrix), str(f16_path), str(tmp), scheme,
-                   str(os.cpu_count() or 1)], f"llama-quantize --imatrix on {f16_path}")
+        _run_tool([str(tools / "llama-quantize"), *flags, str(f16_path), str(tmp), scheme, str(os.cpu_count() or 1)],
+                  f"llama-quantize {' '.join(flags)} on {f16_path}")
     return out_path
 
 
@@ -230,6 +257,24 @@ class Gguf(_GgufFormat):
                     ) if self.scheme in IMATRIX_SCHEMES else ()
         return (Step(self.name, GgufOptions(self.scheme), f"candidate: {reason}"), *weighted) + tuple(Step(f"gguf-{s.lower()}", GgufOptions(s), f"missed the budget; next scheme up: {s}") for s in up)
 
+    def search_moves(self, options: GgufOptions) -> tuple[Step, ...]:
+        """Return the mixed-precision variants of options a search tries: the FFN's up and
+        gate projections one type smaller (a smaller file), and attention one type larger
+        (less error); none for options that already override tensor types."""
+        if options.tensor_types:
+            return ()
+        base = TENSOR_TYPES.index(SCHEME_TYPE[options.scheme])
+        moves = []
+        if base > 0:
+            smaller = TENSOR_TYPES[base - 1]
+            moves.append(Step(self.name, replace(options, tensor_types=((FFN_UP_GATE, smaller),)),
+                              f"search: FFN up/gate projections at {smaller}, the rest {options.scheme}: smaller"))
+        if base + 1 < len(TENSOR_TYPES):
+            larger = TENSOR_TYPES[base + 1]
+            moves.append(Step(self.name, replace(options, tensor_types=((ATTENTION, larger),)),
+                              f"search: attention at {larger}, the rest {options.scheme}: less error"))
+        return tuple(moves)
+
     def uses_calibration(self, options: GgufOptions) -> bool:
         """Return whether options need the calibration windows: only for an importance matrix."""
         return options.imatrix
@@ -237,17 +282,20 @@ class Gguf(_GgufFormat):
     def quantize(self, model: Model, options: GgufOptions, calibration: Dataset | None, workdir: Path) -> Path:
         """Write the GGUF quantized to options.scheme from the shared F16 GGUF, with an
         importance matrix over calibration when options ask for one (cached in workdir per
-        calibration set). Raises ValueError for an imatrix without calibration data."""
+        calibration set) and per-tensor types when options override them (both through
+        llama-quantize). Raises ValueError for an imatrix without calibration data."""
         f16 = self.prepare(model, workdir)
         out = self.output_path(model, options, calibration, workdir)
-        if not options.imatrix:
+        if not options.imatrix and not options.tensor_types:
             return quantize_gguf(f16, out, options.scheme)
-        if calibration is None:
-            raise ValueError("an importance matrix needs calibration data")
-        imatrix = workdir / f"imatrix-{calibration.fingerprint()[:16]}.gguf"
-        if not imatrix.exists():
-            compute_imatrix(f16, model.path, calibration, imatrix)
-        return quantize_gguf_imatrix(f16, imatrix, out, options.scheme)
+        imatrix = None
+        if options.imatrix:
+            if calibration is None:
+                raise ValueError("an importance matrix needs calibration data")
+            imatrix = workdir / f"imatrix-{calibration.fingerprint()[:16]}.gguf"
+            if not imatrix.exists():
+                compute_imatrix(f16, model.path, calibration, imatrix)
+        return quantize_gguf_tool(f16, out, options.scheme, imatrix, options.tensor_types)
 
 
 FORMATS = (

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gguf import GGUFReader
 
 from flows.cli import EXIT_CODES, main
 from quantmill.calibration import measure_drift
@@ -131,6 +132,27 @@ def test_a_missed_budget_climbs_each_ladder_each_rung_measured(tiny_llama, tmp_p
     assert "budget of 5 % perplexity increase and mean KLD 1e-07" in report["gate"]["reasons"][0]
     check_report_html(tmp_path / "out")
     assert all(a["secondary_metrics"]["mean_kl"] > 1e-7 for a in report["attempts"])
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_size_search_tries_mixed_gguf_precision_and_ships_the_smallest_within_budget(tiny_llama, tmp_path):
+    # Q4_K_M passes; the search then tries llama-quantize's per-tensor overrides around it.
+    code, report = _run(tiny_llama, tmp_path / "out", "--max-ppl-increase", "5", "--objective", "size",
+                        "--search-seconds", "600", "--benchmark-seconds", "0.3",
+                        "--benchmark-table", str(_table_starting_with_q4_k_m(tmp_path)))
+    mixed = {tuple(map(tuple, a["options"]["tensor_types"])): a for a in report["attempts"] if a["options"].get("tensor_types")}
+    plain = next(a for a in report["attempts"] if a["options"] == {"scheme": "Q4_K_M", "imatrix": False, "tensor_types": []})
+    smaller, better = mixed[(("ffn_(up|gate)", "q3_k"),)], mixed[(("attn_(q|k|v|output)", "q5_k"),)]
+    assert "search: FFN up/gate projections at q3_k" in smaller["reason"]
+    assert smaller["size_bytes"] < plain["size_bytes"] < better["size_bytes"]
+    assert smaller["secondary_metrics"]["mean_kl"] > plain["secondary_metrics"]["mean_kl"]
+    tensors = {t.name: t.tensor_type.name for t in GGUFReader(smaller["path"]).tensors}
+    assert tensors["blk.0.ffn_up.weight"] == tensors["blk.0.ffn_gate.weight"] == "Q3_K"
+    assert tensors["blk.0.attn_q.weight"] == "Q4_K"
+    within = [a for a in report["attempts"] if a["within_budget"]]
+    smallest = min(within, key=lambda a: a["size_bytes"])
+    assert report["search"]["chosen_attempt"] == smallest["index"] == report["gate"]["chosen_attempt"]
+    assert code == EXIT_CODES["passed"] and smaller in within, "q3_k FFN stays within 5 % on this model"
 
 
 @pytest.mark.usefixtures("prefect_api")

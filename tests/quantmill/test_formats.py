@@ -7,6 +7,7 @@ from quantmill.benchmark_table import TableRow, append_rows, load_table
 from quantmill.errors import QuantmillError
 from quantmill.formats import FORMATS, baseline_for, get_format, offered, select_formats
 from quantmill.formats.awq import AwqOptions
+from quantmill.formats.base import NoOptions
 from quantmill.formats.gguf import GgufOptions
 from quantmill.formats.onnx import OnnxStaticOptions
 from quantmill.hardware import Hardware
@@ -110,6 +111,17 @@ def test_escalation_ladders_are_data():
     assert get_format("gguf-q8_0").ladder("why", NO_VNNI)[1:] == ()
 
 
+def test_a_search_mixes_gguf_precision_one_type_either_side_of_the_scheme():
+    moves = get_format("gguf-q4_k_m").search_moves(GgufOptions("Q4_K_M", imatrix=True))
+    assert [m.options for m in moves] == [GgufOptions("Q4_K_M", True, (("ffn_(up|gate)", "q3_k"),)),
+                                          GgufOptions("Q4_K_M", True, (("attn_(q|k|v|output)", "q5_k"),))]
+    assert moves[0].options.describe() == "Q4_K_M with imatrix, ffn_(up|gate)=q3_k"
+    assert [m.options.tensor_types for m in get_format("gguf-q8_0").search_moves(GgufOptions("Q8_0"))] == [
+        (("ffn_(up|gate)", "q6_k"),)], "nothing is larger than q8_0 among the overrides"
+    assert get_format("gguf-q4_k_m").search_moves(moves[0].options) == ()
+    assert get_format("onnx-int8-dynamic").search_moves(NoOptions()) == ()
+
+
 def test_options_are_validated_where_they_are_made():
     with pytest.raises(ValueError, match="group_size 100"):
         AwqOptions(group_size=100)
@@ -119,6 +131,10 @@ def test_options_are_validated_where_they_are_made():
         GgufOptions("Q3_X")
     with pytest.raises(ValueError, match="no importance matrix for Q8_0"):
         GgufOptions("Q8_0", imatrix=True)
+    with pytest.raises(ValueError, match="attn_v=q2_k: unknown type"):
+        GgufOptions("Q4_K_M", tensor_types=(("attn_v", "q2_k"),))
+    with pytest.raises(ValueError, match="not a regular expression"):
+        GgufOptions("Q4_K_M", tensor_types=(("ffn_(up", "q3_k"),))
     with pytest.raises(ValueError, match="calibration_method 'mean'"):
         OnnxStaticOptions(calibration_method="mean")
     with pytest.raises(ValueError, match="smooth_quant_alpha must be within 0..1, not 1.5"):
