@@ -3,33 +3,50 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DEPS_STAMP := $(VENV)/.deps-installed
 LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' constraints.txt)
 LLAMA_SRC     := .quantmill/llama.cpp
+LLAMA_SDIST   := .quantmill/sdist/llama_cpp_python-$(LLAMA_VERSION).tar.gz
+LLAMA_NEEDS   ?= $(DEPS_STAMP)
+# pyproject.toml's dependencies and test extra, less llama-cpp-python.
+export DEPS_BUT_LLAMA := import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+  print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["test"] if not d.startswith("llama-cpp-python")))
 
 .PHONY: demo test test-orchestration postgres browser bench llama-src llama-tools clean
 
-$(STAMP): pyproject.toml constraints.txt
+# Every dependency but llama-cpp-python, which compiles from source (no wheel on the
+# registry): the demo's ONNX half and its model training start while it compiles.
+$(DEPS_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: any other torch pulls GBs of CUDA wheels.
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	# llama-cpp-python builds from source; without its multimodal library (never loaded
-	# here) it takes 23% less CPU (benchmarks/llama_build.sh).
-	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	mkdir -p .quantmill && $(PY) -c "$$DEPS_BUT_LLAMA" > .quantmill/requirements.txt
+	$(PY) -m pip install -q -c constraints.txt -r .quantmill/requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(DEPS_STAMP)
+
+# The pinned source distribution, downloaded once: llama-cpp-python builds from it, and
+# llama.cpp's converter and tools come from the same tree.
+$(LLAMA_SDIST): constraints.txt | $(LLAMA_NEEDS)
+	rm -rf .quantmill/sdist && mkdir -p .quantmill/sdist
+	$(PY) -m pip download -q --no-deps --no-binary :all: -d .quantmill/sdist llama-cpp-python==$(LLAMA_VERSION)
+
+# llama-cpp-python without its multimodal library (never loaded here): 23% less CPU
+# (benchmarks/llama_build.sh).
+$(STAMP): $(DEPS_STAMP) $(LLAMA_SDIST)
+	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(PY) -m pip install -q -c constraints.txt $(LLAMA_SDIST)
 	touch $(STAMP)
 
 # llama.cpp's converter and the gguf-py it was written against, from the same
 # llama-cpp-python source distribution whose quantizer is installed.
 # Images install into their own Python and pass LLAMA_NEEDS= to skip the venv.
-LLAMA_NEEDS ?= $(STAMP)
-$(LLAMA_SRC)/convert_hf_to_gguf.py: constraints.txt | $(LLAMA_NEEDS)
-	rm -rf $(LLAMA_SRC) .quantmill/sdist && mkdir -p $(LLAMA_SRC) .quantmill/sdist
-	$(PY) -m pip download -q --no-deps --no-binary :all: -d .quantmill/sdist llama-cpp-python==$(LLAMA_VERSION)
-	tar -xzf .quantmill/sdist/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C $(LLAMA_SRC) --strip-components=3 \
+$(LLAMA_SRC)/convert_hf_to_gguf.py: $(LLAMA_SDIST)
+	rm -rf $(LLAMA_SRC) && mkdir -p $(LLAMA_SRC)
+	tar -xzf $(LLAMA_SDIST) -C $(LLAMA_SRC) --strip-components=3 \
 	  llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/convert_hf_to_gguf.py \
 	  llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/conversion \
 	  llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/gguf-py
-	rm -rf .quantmill/sdist
 
 llama-src: $(LLAMA_SRC)/convert_hf_to_gguf.py
 
@@ -38,11 +55,10 @@ llama-src: $(LLAMA_SRC)/convert_hf_to_gguf.py
 # fresh clone's set-up, so the programs are kept outside the clone, per llama.cpp version.
 LLAMA_TOOLS_CACHE ?= $(HOME)/.cache/quantmill/llama-tools-$(LLAMA_VERSION)
 TOOLS_BUILD := .quantmill/tools-build
-$(LLAMA_TOOLS_CACHE)/llama-quantize: | $(LLAMA_NEEDS)
+$(LLAMA_TOOLS_CACHE)/llama-quantize: | $(LLAMA_SDIST)
 	rm -rf $(TOOLS_BUILD) && mkdir -p $(TOOLS_BUILD)/src
 	command -v cmake >/dev/null || $(PY) -m pip install -q cmake
-	$(PY) -m pip download -q --no-deps --no-binary :all: -d $(TOOLS_BUILD) llama-cpp-python==$(LLAMA_VERSION)
-	tar -xzf $(TOOLS_BUILD)/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C $(TOOLS_BUILD)/src --strip-components=3 \
+	tar -xzf $(LLAMA_SDIST) -C $(TOOLS_BUILD)/src --strip-components=3 \
 	  llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp
 	PATH="$$PATH:$(abspath $(VENV))/bin" cmake -S $(TOOLS_BUILD)/src -B $(TOOLS_BUILD)/build -DCMAKE_BUILD_TYPE=Release \
 	  -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
@@ -54,8 +70,14 @@ $(LLAMA_TOOLS_CACHE)/llama-quantize: | $(LLAMA_NEEDS)
 llama-tools: $(LLAMA_TOOLS_CACHE)/llama-quantize
 	mkdir -p .quantmill && ln -sfn $(LLAMA_TOOLS_CACHE) .quantmill/llama-tools
 
-demo: $(STAMP) llama-src
-	$(PY) -m flows.demo
+# llama-cpp-python compiles (about 6 minutes on 2 cores) while the demo trains its models and
+# quantizes the two ONNX ones, which do not need it; the language model's flow waits for it.
+demo: $(DEPS_STAMP) llama-src
+	( $(MAKE) -s $(STAMP) > .quantmill/llama-cpp-build.log 2>&1 ) & build=$$!; \
+	$(PY) -m flows.demo --part onnx || { wait $$build; exit 1; }; \
+	echo "waiting for llama-cpp-python's build (log: .quantmill/llama-cpp-build.log)"; \
+	wait $$build || { tail -20 .quantmill/llama-cpp-build.log; exit 1; }; \
+	$(PY) -m flows.demo --part llm
 
 test: $(STAMP) llama-src llama-tools browser
 	$(PY) -m pytest -m "not orchestration"
