@@ -3,39 +3,50 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+VENV_STAMP := $(VENV)/.torch-installed
 DEPS_STAMP := $(VENV)/.deps-installed
 LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' constraints.txt)
 LLAMA_SRC     := .quantmill/llama.cpp
 LLAMA_SDIST   := .quantmill/sdist/llama_cpp_python-$(LLAMA_VERSION).tar.gz
-LLAMA_NEEDS   ?= $(DEPS_STAMP)
+LLAMA_WHEEL   := .quantmill/wheels/llama-cpp-python-$(LLAMA_VERSION).built
+LLAMA_NEEDS   ?= $(VENV_STAMP)
 # pyproject.toml's dependencies and test extra, less llama-cpp-python.
 export DEPS_BUT_LLAMA := import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
   print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["test"] if not d.startswith("llama-cpp-python")))
 
 .PHONY: demo test test-orchestration postgres browser bench llama-src llama-tools clean
 
-# Every dependency but llama-cpp-python, which compiles from source (no wheel on the
-# registry): the demo's ONNX half and its model training start while it compiles.
-$(DEPS_STAMP): pyproject.toml constraints.txt
+$(VENV_STAMP): constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: any other torch pulls GBs of CUDA wheels.
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	touch $(VENV_STAMP)
+
+# Every dependency but llama-cpp-python, which compiles from source (no wheel on the
+# registry) meanwhile: see demo.
+$(DEPS_STAMP): pyproject.toml constraints.txt $(VENV_STAMP)
 	mkdir -p .quantmill && $(PY) -c "$$DEPS_BUT_LLAMA" > .quantmill/requirements.txt
 	$(PY) -m pip install -q -c constraints.txt -r .quantmill/requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(DEPS_STAMP)
 
-# The pinned source distribution, downloaded once: llama-cpp-python builds from it, and
-# llama.cpp's converter and tools come from the same tree.
+# The pinned source distribution (76 MB), downloaded once: llama-cpp-python builds from it,
+# and llama.cpp's converter and tools come from the same tree.
 $(LLAMA_SDIST): constraints.txt | $(LLAMA_NEEDS)
 	rm -rf .quantmill/sdist && mkdir -p .quantmill/sdist
 	$(PY) -m pip download -q --no-deps --no-binary :all: -d .quantmill/sdist llama-cpp-python==$(LLAMA_VERSION)
 
-# llama-cpp-python without its multimodal library (never loaded here): 23% less CPU
-# (benchmarks/llama_build.sh).
-$(STAMP): $(DEPS_STAMP) $(LLAMA_SDIST)
-	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(PY) -m pip install -q -c constraints.txt $(LLAMA_SDIST)
+# llama-cpp-python's wheel, built without its multimodal library (never loaded here): 23%
+# less CPU (benchmarks/llama_build.sh). Built, not installed, so that it can compile while
+# another pip installs the rest into the venv.
+$(LLAMA_WHEEL): $(LLAMA_SDIST) | $(VENV_STAMP)
+	rm -rf .quantmill/wheels && mkdir -p .quantmill/wheels
+	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(PY) -m pip wheel -q --no-deps -w .quantmill/wheels $(LLAMA_SDIST)
+	touch $(LLAMA_WHEEL)
+
+$(STAMP): $(DEPS_STAMP) $(LLAMA_WHEEL)
+	$(PY) -m pip install -q -c constraints.txt --find-links .quantmill/wheels llama-cpp-python==$(LLAMA_VERSION)
 	touch $(STAMP)
 
 # llama.cpp's converter and the gguf-py it was written against, from the same
@@ -70,14 +81,16 @@ $(LLAMA_TOOLS_CACHE)/llama-quantize: | $(LLAMA_SDIST)
 llama-tools: $(LLAMA_TOOLS_CACHE)/llama-quantize
 	mkdir -p .quantmill && ln -sfn $(LLAMA_TOOLS_CACHE) .quantmill/llama-tools
 
-# llama-cpp-python compiles (about 6 minutes on 2 cores) while the demo trains its models and
-# quantizes the two ONNX ones, which do not need it; the language model's flow waits for it.
-demo: $(DEPS_STAMP) llama-src
-	( $(MAKE) -s $(STAMP) > .quantmill/llama-cpp-build.log 2>&1 ) & build=$$!; \
-	$(PY) -m flows.demo --part onnx || { wait $$build; exit 1; }; \
+# llama-cpp-python downloads and compiles (about 7 minutes on 2 cores) while the rest installs,
+# the demo trains its models and quantizes the two ONNX ones, which do not need it; the
+# language model's flow waits for it.
+demo: $(VENV_STAMP)
+	mkdir -p .quantmill
+	( $(MAKE) -s $(LLAMA_WHEEL) llama-src > .quantmill/llama-cpp-build.log 2>&1 ) & build=$$!; \
+	{ $(MAKE) -s $(DEPS_STAMP) && $(PY) -m flows.demo --part onnx; } || { wait $$build; exit 1; }; \
 	echo "waiting for llama-cpp-python's build (log: .quantmill/llama-cpp-build.log)"; \
 	wait $$build || { tail -20 .quantmill/llama-cpp-build.log; exit 1; }; \
-	$(PY) -m flows.demo --part llm
+	$(MAKE) -s $(STAMP) && $(PY) -m flows.demo --part llm
 
 test: $(STAMP) llama-src llama-tools browser
 	$(PY) -m pytest -m "not orchestration"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from quantmill.errors import InputError, QuantmillError
@@ -103,6 +104,31 @@ def preflight(args: argparse.Namespace) -> Model:
     return model
 
 
+def _start_temporary_api() -> threading.Thread | None:
+    """With no Prefect API configured, start Prefect's temporary server in a thread and
+    return it; None when PREFECT_API_URL names a server.
+
+    Prefect starts the same server (one per process) at the flow's first call; started here,
+    its 8 s come up beside the model's resolving and the flow's imports instead of after
+    them. A failure here is left to that first call, which starts it again and raises."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled:
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    def start() -> None:
+        try:
+            SubprocessASGIServer().start()
+        except Exception:  # the flow's first call starts it again and raises there
+            pass
+
+    thread = threading.Thread(target=start, name="prefect-temporary-api", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code: 0 passed, 1 failed, 3 manual review,
     2 bad input."""
@@ -121,12 +147,16 @@ def main(argv: list[str] | None = None) -> int:
         return _sensitivity(args)
     if args.command == "table":
         return _table(args)
+    api = _start_temporary_api()
     try:
         model = preflight(args)
     except QuantmillError as err:
         print(f"quantmill: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     from flows.quantize_model import quantize_model
+
+    if api is not None:
+        api.join()
 
     report = quantize_model(
         model=args.model, task=args.task, calibration_data=str(args.calibration_data.resolve()),

@@ -1,0 +1,137 @@
+"""What a run costs beyond its model's own work: `quantmill run` on a 6,090-parameter MLP
+(scikit-learn's digits, trained here in a second), timed as a user's process sees it, with
+Prefect's temporary server (nothing configured) and against a Prefect server already running
+on loopback (PREFECT_API_URL set, as on a workstation that keeps `prefect server start` up).
+
+Every run is an unchanged re-run after one warm-up, so quantize and evaluate come from
+Prefect's cache and what remains is the fixed cost: imports, the API, MLflow's record, and a
+benchmark of --benchmark-seconds per batch size (0.05 here, its floor). It prints each
+setting's median wall seconds over the runs with min-max, their ratio, and the import time
+alone (`python -c "import flows.quantize_model"`), all measured in this run.
+
+    .venv/bin/python benchmarks/fixed_cost.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from quantmill.atomic import atomic_file
+from quantmill.hardware import local_cpu
+from quantmill.state import quantmill_home
+from quantmill.zoo.digits import INPUT, build_digits
+
+SERVER_START_S = 120
+
+
+def build_mlp(directory: Path) -> Path:
+    """Train a 64-80-10 MLP on the digits CNN's training split (seeded, 200 full-batch steps)
+    and export it to ONNX; return its path."""
+    digits = build_digits(quantmill_home() / "models" / "digits")
+    data = np.load(digits.calibration)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 80), torch.nn.ReLU(), torch.nn.Linear(80, 10))
+    x, y = torch.from_numpy(data[INPUT]), torch.from_numpy(data["labels"]).long()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(200):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+    path = directory / "mlp.onnx"
+    with torch.no_grad(), atomic_file(path) as tmp:
+        torch.onnx.export(net, (torch.zeros(1, 1, 8, 8),), str(tmp), dynamo=False, opset_version=17,
+                          input_names=[INPUT], output_names=["logits"],
+                          dynamic_axes={INPUT: {0: "batch"}, "logits": {0: "batch"}})
+    print(f"MLP: {sum(p.numel() for p in net.parameters()):,} parameters")
+    return path
+
+
+def timed_run(model: Path, out: Path, env: dict[str, str]) -> float:
+    """Return the wall seconds of one `quantmill run` process. Raises CalledProcessError
+    when it exits with bad input (2) or a crash."""
+    digits = build_digits(quantmill_home() / "models" / "digits")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(model), "--task", "classification",
+                           "--calibration-data", str(digits.calibration), "--eval-data", str(digits.evaluation),
+                           "--max-accuracy-drop", "1", "--no-register", "--out", str(out), "--benchmark-seconds", "0.05"],
+                          env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode not in (0, 1, 3):
+        raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
+    return seconds
+
+
+def start_server(home: Path) -> tuple[subprocess.Popen, str]:
+    """Start `prefect server start` on a free loopback port; return it and its API URL once
+    healthy. Raises RuntimeError when it is not within SERVER_START_S."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1):
+                return server, url
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    raise RuntimeError(f"prefect server start did not answer on {url} within {SERVER_START_S} s")
+
+
+def summary(times: list[float]) -> str:
+    """Return 'median s (min-max)'."""
+    return f"{statistics.median(times):.1f} s ({min(times):.1f}-{max(times):.1f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    import onnxruntime
+
+    print(f"hardware: {local_cpu(f'onnxruntime {onnxruntime.__version__}').describe()}")
+    with tempfile.TemporaryDirectory(prefix="quantmill-fixed-cost-") as scratch:
+        root = Path(scratch)
+        model = build_mlp(root)
+        imports = []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import flows.quantize_model"], check=True)
+            imports.append(time.perf_counter() - start)
+        base = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+        temporary = {**base, "PREFECT_HOME": str(root / "prefect-temporary")}
+        server, url = start_server(root / "prefect-server")
+        running = {**base, "PREFECT_HOME": str(root / "prefect-client"), "PREFECT_API_URL": url}
+        try:
+            results = {}
+            for name, env in (("temporary server", temporary), ("running server", running)):
+                timed_run(model, root / "warm-up", env)
+                results[name] = [timed_run(model, root / f"{name}-{i}", env) for i in range(args.runs)]
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    print(f"import flows.quantize_model: {summary(imports)}")
+    for name, times in results.items():
+        print(f"quantmill run, {name}: {summary(times)} over {args.runs} runs")
+    ratio = statistics.median(results["running server"]) / statistics.median(results["temporary server"])
+    print(f"running server / temporary server: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
