@@ -3,11 +3,13 @@ worker, the full-precision baseline among them, or the reason this worker cannot
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from quantmill.data import Dataset
 from quantmill.hardware import Hardware, HardwareUnavailable, local_hardware
+from quantmill.progress import Progress
 from quantmill.runtimes import get_runtime
 from quantmill.speed import THROUGHPUT
 
@@ -50,13 +52,15 @@ class TargetBenchmarks:
 def benchmark_target(
     target: str, models: dict[str, tuple[str, Path]], data: Dataset, seconds_per_batch: float = 1.0,
     judged: tuple[str, str] | None = None, objective: str = THROUGHPUT,
+    progress_for: Callable[[str], Progress] | None = None,
 ) -> TargetBenchmarks:
     """Return the labelled models, each given as (runtime name, path), measured on this
     machine for target, the models of one runtime taking turns in one session of its
     harness, which measures until judged (the label of the attempt the gate will judge, and
     its baseline's) is settled beyond the noise on the figure objective judges; or, when
     this worker cannot run target or one of the runtimes on it, a TargetBenchmarks with the
-    reason and no figures.
+    reason and no figures. progress_for(runtime name), when given, returns the Progress
+    that hears that runtime's rounds.
 
     Raises RuntimeError if a benchmark worker fails.
     """
@@ -72,6 +76,7 @@ def benchmark_target(
     for name in used:
         group = {label: path for label, (runtime, path) in models.items() if runtime == name}
         pair = judged if judged is not None and set(judged) <= set(group) else None
-        measured |= get_runtime(name).benchmark(group, data, target, seconds_per_batch, pair, objective)
+        progress = None if progress_for is None else progress_for(name)
+        measured |= get_runtime(name).benchmark(group, data, target, seconds_per_batch, pair, objective, progress=progress)
     return TargetBenchmarks(target, {label: measured[label] for label in models}, hardware,
                             runtimes={label: runtime for label, (runtime, _) in models.items()})

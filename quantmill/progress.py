@@ -31,3 +31,12 @@ def terminal_line(label: str, stream: TextIO | None = None) -> Progress:
         out.flush()
 
     return report
+
+
+def planned_rounds(done: int, more: bool, rounds: int, max_rounds: int) -> int:
+    """Return how many benchmark rounds are planned after done of them: rounds at first,
+    max_rounds once extra rounds settle a ratio still within the noise, done when no more
+    follow (so the last report is complete)."""
+    if not more:
+        return done
+    return rounds if done < rounds else max_rounds

@@ -20,6 +20,7 @@ from quantmill.runtimes import get_runtime
 from quantmill.speed import THROUGHPUT
 from quantmill.targets import get_target
 from tasks.policy import EPHEMERAL, retried
+from tasks.progress import artifact_progress
 
 BENCHMARK_FLOW = "benchmark-on-hardware"
 _POLL_SECONDS = 2.0
@@ -35,7 +36,8 @@ def benchmark_task(
     cannot), until judged (the attempt the gate will judge, and its baseline) is settled on
     the figure objective judges."""
     runtimes = {label: (get_format(name).benchmark_runner().name, Path(path)) for label, (name, path) in models.items()}
-    return benchmark_target(target, runtimes, data, seconds_per_batch, judged, objective)
+    return benchmark_target(target, runtimes, data, seconds_per_batch, judged, objective,
+                            lambda runtime: artifact_progress(f"benchmark on {target}, {runtime}: rounds"))
 
 
 @task(name="describe-hardware", **EPHEMERAL)

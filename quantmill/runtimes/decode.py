@@ -15,6 +15,7 @@ import numpy as np
 
 from quantmill.data import Dataset
 from quantmill.measure import bandwidth_bytes_per_s
+from quantmill.progress import Progress, planned_rounds
 from quantmill.speed import settled
 
 PROMPT_TOKENS = 128
@@ -83,25 +84,26 @@ class DecodeRuntime:
 
     def benchmark(
         self, models: dict[str, Path], data: Dataset, target: str, seconds: float, pair: tuple[str, str] | None = None,
-        objective: str | None = None,
+        objective: str | None = None, progress: Progress | None = None,
     ) -> dict[str, LMBenchmark]:
         """Return an LMBenchmark per labelled model, each in a fresh process (benchmark_in_workers);
         every objective judges decode tokens/s at batch 1."""
         return benchmark_in_workers(self.module, models, PROMPT_TOKENS, self.decode_tokens, pair=pair, target=target,
-                                    preload=self.preload)
+                                    preload=self.preload, progress=progress)
 
 
 def benchmark_in_workers(
     module: str, models: dict[str, Path], prompt_tokens: int, decode_tokens: int, rounds: int = ROUNDS,
     pair: tuple[str, str] | None = None, max_rounds: int = MAX_ROUNDS, target: str = "cpu",
-    preload: tuple[str, ...] = (),
+    preload: tuple[str, ...] = (), progress: Progress | None = None,
 ) -> dict[str, LMBenchmark]:
     """Return an LMBenchmark per labelled model, the models taking turns over rounds
     rounds, and more for pair's two models alone, up to max_rounds, while the decode speed of pair's model (the attempt
     the gate judges) against pair's baseline is still within the noise (speed.settled); each
     measurement by `python -m module MODEL PROMPT DECODE TARGET` in a fresh process (which
     imports preload first), which prints one JSON object (with bytes_per_token). The decode
-    bound is the measured memory bandwidth of target (the GPU's on 'gpu').
+    bound is the measured memory bandwidth of target (the GPU's on 'gpu'). progress hears
+    (rounds done, rounds planned) after each round.
 
     Raises RuntimeError with the worker's last error line when a worker fails, or when it
     runs past WORKER_TIMEOUT_S.
@@ -109,11 +111,15 @@ def benchmark_in_workers(
     bandwidth = bandwidth_bytes_per_s(target)
     runs: dict[str, list[dict]] = {label: [] for label in models}
     done = 0
-    while done < rounds or (done < max_rounds and not settled(_decoded(runs), pair)):
+    more = True
+    while more:
         # Extra rounds measure only the judged pair, still interleaved.
         for label in models if done < rounds else pair:
             runs[label].append(_run_worker(module, models[label], prompt_tokens, decode_tokens, target, preload))
         done += 1
+        more = done < rounds or (done < max_rounds and not settled(_decoded(runs), pair))
+        if progress is not None:
+            progress(done, planned_rounds(done, more, rounds, max_rounds))
     results = {}
     for label, measured in runs.items():
         decode = [r["decode_tokens_per_s"] for r in measured]

@@ -26,6 +26,7 @@ import numpy as np
 
 from quantmill.data import Dataset
 from quantmill.measure import peak_rss_bytes
+from quantmill.progress import Progress, planned_rounds
 from quantmill.speed import LATENCY, THROUGHPUT, settled
 
 BATCH_SIZES = (1, 32)
@@ -80,13 +81,13 @@ class Benchmark:
 def benchmark_models(
     models: dict[str, Path], data: Dataset, seconds_per_batch: float = 1.0, rounds: int = ROUNDS,
     provider: str = "CPUExecutionProvider", pair: tuple[str, str] | None = None, max_rounds: int = MAX_ROUNDS,
-    objective: str = THROUGHPUT,
+    objective: str = THROUGHPUT, progress: Progress | None = None,
 ) -> dict[str, Benchmark]:
     """Return a Benchmark for each labelled model, the models taking turns on the same
     feeds, run by ONNX Runtime's provider: rounds rounds, and more for pair's two models
     alone, up to max_rounds, while the speed of pair's model (the attempt the gate judges)
     against pair's baseline, at the batch size objective judges, is still within the noise
-    (speed.settled).
+    (speed.settled). progress hears (rounds done, rounds planned) after each round.
 
     Raises RuntimeError with the worker's last error line if a worker fails or runs past WORKER_TIMEOUT_S.
     """
@@ -96,11 +97,15 @@ def benchmark_models(
         np.savez(feeds, **_feeds(data, max(BATCH_SIZES)))
         done = 0
         judged_batch = 1 if objective == LATENCY else max(BATCH_SIZES)
-        while done < rounds or (done < max_rounds and not _settled(runs, pair, judged_batch)):
+        more = True
+        while more:
             # Extra rounds measure only the judged pair, still interleaved.
             for label in models if done < rounds else pair:
                 runs[label].append(_run_worker(models[label], feeds, seconds_per_batch, provider))
             done += 1
+            more = done < rounds or (done < max_rounds and not _settled(runs, pair, judged_batch))
+            if progress is not None:
+                progress(done, planned_rounds(done, more, rounds, max_rounds))
     return {label: _median(results) for label, results in runs.items()}
 
 
@@ -234,12 +239,13 @@ class OnnxRuntime:
 
     def benchmark(
         self, models: dict[str, Path], data: Dataset, target: str, seconds: float, pair: tuple[str, str] | None = None,
-        objective: str = THROUGHPUT,
+        objective: str = THROUGHPUT, progress: Progress | None = None,
     ) -> dict[str, Benchmark]:
         """Return a Benchmark per labelled model, measured on target's provider
         (benchmark_models; pair: the judged attempt's label and its baseline's, settled on
         the figure objective judges)."""
-        return benchmark_models(models, data, seconds, provider=PROVIDERS[target], pair=pair, objective=objective)
+        return benchmark_models(models, data, seconds, provider=PROVIDERS[target], pair=pair, objective=objective,
+                                progress=progress)
 
 
 def main(argv: list[str]) -> int:

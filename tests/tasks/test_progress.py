@@ -38,3 +38,35 @@ def test_a_task_shows_its_progress_as_a_prefect_artifact():
         found = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
     # Other tests' flows may share this server: only this task's artifact counts.
     assert [a.data for a in found if a.description == "layer groups scored"] == [100.0]
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_benchmark_rounds_show_as_a_progress_artifact_that_ends_complete(digits):
+    import numpy as np
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
+
+    from quantmill.data import Dataset
+    from quantmill.formats import baseline_for
+    from tasks.benchmark import benchmark_task
+
+    with np.load(digits.evaluation) as archive:
+        data = Dataset(digits.evaluation, "0" * 64, {"pixels": archive["pixels"][:64]})
+    fp32 = baseline_for("onnx").name
+
+    @flow
+    def run():
+        return benchmark_task("cpu", {fp32: (fp32, digits.model)}, data, 0.05)
+
+    assert run().measured
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
+    assert [a.data for a in found if a.description == "benchmark on cpu, onnxruntime: rounds"] == [100.0]
+
+
+def test_planned_rounds_grow_only_while_a_ratio_is_unsettled():
+    from quantmill.progress import planned_rounds
+
+    assert [planned_rounds(d, True, 5, 15) for d in (1, 4)] == [5, 5]
+    assert planned_rounds(5, True, 5, 15) == 15 and planned_rounds(7, False, 5, 15) == 7
