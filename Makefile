@@ -39,10 +39,12 @@ $(LLAMA_SDIST): constraints.txt | $(LLAMA_NEEDS)
 
 # llama-cpp-python's wheel, built without its multimodal library (never loaded here): 23%
 # less CPU (benchmarks/llama_build.sh). Built, not installed, so that it can compile while
-# another pip installs the rest into the venv.
-$(LLAMA_WHEEL): $(LLAMA_SDIST) | $(VENV_STAMP)
+# another pip installs the rest into the venv; from the registry by name, so that pip's
+# wheel cache keeps it for the next clone (the sdist above then comes from pip's cache).
+$(LLAMA_WHEEL): constraints.txt | $(VENV_STAMP)
 	rm -rf .quantmill/wheels && mkdir -p .quantmill/wheels
-	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(PY) -m pip wheel -q --no-deps -w .quantmill/wheels $(LLAMA_SDIST)
+	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(PY) -m pip wheel -q --no-deps -c constraints.txt \
+	  -w .quantmill/wheels llama-cpp-python==$(LLAMA_VERSION)
 	touch $(LLAMA_WHEEL)
 
 $(STAMP): $(DEPS_STAMP) $(LLAMA_WHEEL)
