@@ -19,7 +19,8 @@ from tasks.progress import artifact_progress
 @task(name="quantize", timeout_seconds=1800, **cached(by_name=("workdir",)))
 def quantize_task(format_name: str, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
     """Return the path of the model quantized to format_name with options."""
-    return get_format(format_name).quantize(model, options, calibration, workdir)
+    return get_format(format_name).quantize(model, options, calibration, workdir,
+                                            artifact_progress(f"quantize {format_name}: steps"))
 
 
 def quantize_attempt(format_name: str, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:

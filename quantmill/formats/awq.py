@@ -20,6 +20,7 @@ from quantmill.data import Dataset
 from quantmill.formats.base import Format, Step
 from quantmill.hardware import Hardware
 from quantmill.models.base import Model
+from quantmill.progress import Progress
 
 GROUP_SIZES = (128, 64, 32)
 SCHEMES = ("W4A16", "W4A16_ASYM")
@@ -65,7 +66,8 @@ class Awq(Format):
         return (Step(self.name, first, f"candidate: {reason}"),
                 Step(self.name, replace(first, group_size=64), "missed the budget; trying group size 64"))
 
-    def quantize(self, model: Model, options: AwqOptions, calibration: Dataset | None, workdir: Path) -> Path:
+    def quantize(self, model: Model, options: AwqOptions, calibration: Dataset | None, workdir: Path,
+                 progress: Progress | None = None) -> Path:
         """Write the AWQ checkpoint folder (whole, via a staging folder) and return it.
         Raises ValueError without calibration data; llm-compressor's errors pass through."""
         import torch
@@ -82,9 +84,17 @@ class Awq(Format):
         loaded = AutoModelForCausalLM.from_pretrained(model.path, dtype=torch.float32, use_safetensors=True,
                                                       trust_remote_code=False)
         recipe = AWQModifier(ignore=list(options.ignore), config_groups={"group_0": _scheme(options)})
-        with _without_pinning():
-            oneshot(model=loaded, dataset=HfDataset.from_list(rows), recipe=[recipe],
-                    max_seq_length=windows.shape[1], num_calibration_samples=len(rows))
+        layers = loaded.get_decoder().layers
+        hooks = [] if progress is None else _layers_reached(layers, progress)
+        try:
+            with _without_pinning():
+                oneshot(model=loaded, dataset=HfDataset.from_list(rows), recipe=[recipe],
+                        max_seq_length=windows.shape[1], num_calibration_samples=len(rows))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if progress is not None:
+            progress(len(layers), len(layers))
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
         try:
@@ -97,6 +107,22 @@ class Awq(Format):
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return out_dir
+
+
+def _layers_reached(layers, progress: Progress) -> list:
+    # llm-compressor calibrates and smooths one decoder layer after another (its sequential
+    # pipeline) and reports only through its own log; the first call into each layer tells
+    # how many are done.
+    reached: set[int] = set()
+
+    def first_call(index: int):
+        def hook(module, args) -> None:
+            if index not in reached:
+                reached.add(index)
+                progress(len(reached) - 1, len(layers))
+        return hook
+
+    return [layer.register_forward_pre_hook(first_call(i)) for i, layer in enumerate(layers)]
 
 
 def _scheme(options: AwqOptions):

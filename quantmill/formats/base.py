@@ -12,6 +12,7 @@ from quantmill.data import Dataset
 from quantmill.hardware import Hardware
 from quantmill.hashing import fingerprint
 from quantmill.models.base import Model
+from quantmill.progress import Progress
 from quantmill.runtimes import get_runtime
 from quantmill.targets import TARGETS
 
@@ -89,8 +90,10 @@ class Format:
         used = calibration if self.uses_calibration(options) else None
         return workdir / f"{self.name}-{fingerprint((self.name, options, used))[:20]}"
 
-    def quantize(self, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
-        """Write the quantized model for options to output_path() and return it. Raises
+    def quantize(self, model: Model, options: object, calibration: Dataset | None, workdir: Path,
+                 progress: Progress | None = None) -> Path:
+        """Write the quantized model for options to output_path() and return it; a format
+        whose quantizing is long tells progress (steps done, steps). Raises
         FormatUnavailable when a tool is missing; the tools' own errors pass through."""
         raise NotImplementedError
 
@@ -143,6 +146,7 @@ class AsGiven(Format):
         """Return the model's own path."""
         return model.path
 
-    def quantize(self, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
+    def quantize(self, model: Model, options: object, calibration: Dataset | None, workdir: Path,
+                 progress: Progress | None = None) -> Path:
         """Return the model's own path."""
         return model.path

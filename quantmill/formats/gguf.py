@@ -28,6 +28,7 @@ from quantmill.errors import FormatUnavailable, InputError
 from quantmill.formats.base import FALLBACK, Format, Step
 from quantmill.hardware import Hardware
 from quantmill.models.base import Model
+from quantmill.progress import Progress
 
 # ftype numbers from llama.h (LLAMA_FTYPE_MOSTLY_*), smallest scheme first: the ladder.
 FTYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18, "Q8_0": 7}
@@ -229,7 +230,8 @@ class GgufF16(_GgufFormat):
         """Return where prepare keeps the F16 GGUF."""
         return workdir / F16_FILE
 
-    def quantize(self, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
+    def quantize(self, model: Model, options: object, calibration: Dataset | None, workdir: Path,
+                 progress: Progress | None = None) -> Path:
         """Return the F16 GGUF (prepare)."""
         return self.prepare(model, workdir)
 
@@ -279,7 +281,8 @@ class Gguf(_GgufFormat):
         """Return whether options need the calibration windows: only for an importance matrix."""
         return options.imatrix
 
-    def quantize(self, model: Model, options: GgufOptions, calibration: Dataset | None, workdir: Path) -> Path:
+    def quantize(self, model: Model, options: GgufOptions, calibration: Dataset | None, workdir: Path,
+                 progress: Progress | None = None) -> Path:
         """Write the GGUF quantized to options.scheme from the shared F16 GGUF, with an
         importance matrix over calibration when options ask for one (cached in workdir per
         calibration set) and per-tensor types when options override them (both through

@@ -22,6 +22,7 @@ from quantmill.hardware import Hardware
 from quantmill.hashing import fingerprint, sha256_tree
 from quantmill.inspection import QUANTIZABLE_OPS, inspect_model
 from quantmill.models.base import Model
+from quantmill.progress import Progress
 from quantmill.sensitivity import GroupScore, exclusion_sets, node_groups, scan
 
 ONNX_KINDS = ("onnx", "hf-encoder")
@@ -144,7 +145,8 @@ class OnnxStatic(_OnnxFormat):
             for method in CALIBRATION_METHODS[1:]
         )
 
-    def quantize(self, model: Model, options: OnnxStaticOptions, calibration: Dataset | None, workdir: Path) -> Path:
+    def quantize(self, model: Model, options: OnnxStaticOptions, calibration: Dataset | None, workdir: Path,
+                 progress: Progress | None = None) -> Path:
         """Write the static INT8 graph; the calibration ranges are cached in workdir per
         method and calibration set. Raises ValueError without calibration data."""
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -226,7 +228,8 @@ class OnnxDynamic(_OnnxFormat):
         """Return per-channel weights, 7-bit on a CPU without VNNI."""
         return OnnxDynamicOptions(reduce_range=not hardware.has_vnni())
 
-    def quantize(self, model: Model, options: OnnxDynamicOptions, calibration: Dataset | None, workdir: Path) -> Path:
+    def quantize(self, model: Model, options: OnnxDynamicOptions, calibration: Dataset | None, workdir: Path,
+                 progress: Progress | None = None) -> Path:
         """Write the dynamic INT8 graph."""
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -246,7 +249,8 @@ class OnnxFp16(_OnnxFormat):
     description = "FP16 weights and compute, FP32 inputs and outputs"
     safety = FALLBACK
 
-    def quantize(self, model: Model, options: NoOptions, calibration: Dataset | None, workdir: Path) -> Path:
+    def quantize(self, model: Model, options: NoOptions, calibration: Dataset | None, workdir: Path,
+                 progress: Progress | None = None) -> Path:
         """Write the FP16 graph."""
         from onnxruntime.transformers.float16 import convert_float_to_float16
 

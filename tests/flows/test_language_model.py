@@ -176,7 +176,11 @@ def test_a_failing_step_is_recorded_and_the_ladder_goes_on(tiny_llama, tmp_path,
 def test_awq_options_reach_the_checkpoint_and_it_loads_back(tiny_llama, llama_model, tmp_path):
     kind = get_kind("hf-causal-lm")
     calibration = kind.load_data(llama_model, tiny_llama.train_text)
-    checkpoint = get_format("awq-w4a16").quantize(llama_model, AwqOptions(group_size=64), calibration, tmp_path)
+    reports = []
+    checkpoint = get_format("awq-w4a16").quantize(llama_model, AwqOptions(group_size=64), calibration, tmp_path,
+                                                  lambda done, total: reports.append((done, total)))
+    layers = json.loads((tiny_llama.model_dir / "config.json").read_text())["num_hidden_layers"]
+    assert reports == [(done, layers) for done in range(layers + 1)], "one report as each decoder layer is reached, then done"
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["quantization_config"]["format"] == "pack-quantized"
     weights = config["quantization_config"]["config_groups"]["group_0"]["weights"]
