@@ -36,15 +36,14 @@ import torch
 from quantmill.atomic import atomic_file
 from quantmill.hardware import local_cpu
 from quantmill.state import quantmill_home
-from quantmill.zoo.digits import INPUT, build_digits
+from quantmill.zoo.digits import INPUT, DigitsFiles, build_digits
 
 SERVER_START_S = 120
 
 
-def build_mlp(directory: Path) -> Path:
-    """Train a 64-80-10 MLP on the digits CNN's training split (seeded, 200 full-batch steps)
-    and export it to ONNX; return its path."""
-    digits = build_digits(quantmill_home() / "models" / "digits")
+def build_mlp(digits: DigitsFiles, directory: Path) -> Path:
+    """Train a 64-80-10 MLP on the digits CNN's calibration samples (seeded, 200 full-batch
+    steps) and export it to ONNX; return its path."""
     data = np.load(digits.calibration)
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 80), torch.nn.ReLU(), torch.nn.Linear(80, 10))
@@ -66,12 +65,11 @@ def build_mlp(directory: Path) -> Path:
 LOG_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) \| \w+ +\| (.*)$")
 
 
-def timed_run(model: Path, out: Path, env: dict[str, str]) -> dict[str, float]:
+def timed_run(model: Path, digits: DigitsFiles, out: Path, env: dict[str, str]) -> dict[str, float]:
     """Return the seconds of one `quantmill run` process: wall, before the flow's first log
     line, the benchmark and record tasks (from the previous log line to theirs), and fixed
     (wall less the benchmark). Raises CalledProcessError when it exits with bad input (2)
     or a crash."""
-    digits = build_digits(quantmill_home() / "models" / "digits")
     began = datetime.datetime.now()
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(model), "--task", "classification",
@@ -138,7 +136,8 @@ def main() -> None:
     print(f"hardware: {local_cpu(f'onnxruntime {onnxruntime.__version__}').describe()}")
     with tempfile.TemporaryDirectory(prefix="quantmill-fixed-cost-") as scratch:
         root = Path(scratch)
-        model = build_mlp(root)
+        digits = build_digits(quantmill_home() / "models" / "digits")
+        model = build_mlp(digits, root)
         imports = []
         for _ in range(args.runs):
             start = time.perf_counter()
@@ -151,8 +150,8 @@ def main() -> None:
         try:
             results = {}
             for name, env in (("temporary server", temporary), ("running server", running)):
-                timed_run(model, root / "warm-up", env)
-                results[name] = [timed_run(model, root / f"{name}-{i}", env) for i in range(args.runs)]
+                timed_run(model, digits, root / "warm-up", env)
+                results[name] = [timed_run(model, digits, root / f"{name}-{i}", env) for i in range(args.runs)]
         finally:
             server.terminate()
             server.wait(timeout=30)
