@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import tempfile
 import threading
@@ -10,6 +12,7 @@ from pathlib import Path
 
 from quantmill.errors import InputError, QuantmillError
 from quantmill.goal import goal_for
+from quantmill.isolation import stop_workers
 from quantmill.metrics import METRICS, budget_for, get_metric
 from quantmill.models import Model, get_kind, resolve_model
 from quantmill.speed import OBJECTIVES, THROUGHPUT
@@ -18,6 +21,7 @@ from quantmill.targets import TARGETS
 
 EXIT_CODES = {"passed": 0, "failed": 1, "manual_review": 3}
 EXIT_BAD_INPUT = 2
+SIGTERM_GRACE_S = 20.0
 RESULTS_BLOCK = "s3-bucket/quantmill-results"
 
 
@@ -104,9 +108,9 @@ def preflight(args: argparse.Namespace) -> Model:
     return model
 
 
-def _start_temporary_api() -> threading.Thread | None:
-    """With no Prefect API configured, start Prefect's temporary server in a thread and
-    return it; None when PREFECT_API_URL names a server.
+def _start_temporary_api(started: list) -> threading.Thread | None:
+    """With no Prefect API configured, start Prefect's temporary server in a thread, add the
+    server to started and return the thread; None when PREFECT_API_URL names a server.
 
     Prefect starts the same server (one per process) at the flow's first call; started here,
     its 8 s come up beside the model's resolving and the flow's imports instead of after
@@ -118,15 +122,44 @@ def _start_temporary_api() -> threading.Thread | None:
         return None
     from prefect.server.api.server import SubprocessASGIServer
 
+    server = SubprocessASGIServer()
+    started.append(server)
+
     def start() -> None:
         try:
-            SubprocessASGIServer().start()
+            server.start()
         except Exception:  # the flow's first call starts it again and raises there
             pass
 
     thread = threading.Thread(target=start, name="prefect-temporary-api", daemon=True)
     thread.start()
     return thread
+
+
+def stop_started_processes(servers: list) -> None:
+    """Stop the native-code workers, and the Prefect temporary servers in servers."""
+    stop_workers()
+    for server in servers:
+        server.stop()
+
+
+def _exit_cleanly_on_sigterm(servers: list):
+    # Python's default for SIGTERM ends the process at once, skipping finally blocks and
+    # atexit, which would leave the temporary server and the workers running. SIGTERM becomes
+    # a SystemExit instead, which unwinds the run (Prefect marks it crashed); if the unwinding
+    # hangs, the processes are stopped here and the process ends anyway.
+    def on_sigterm(signum, frame):
+        def hard_exit() -> None:
+            stop_started_processes(servers)
+            os._exit(128 + signum)
+
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        timer = threading.Timer(SIGTERM_GRACE_S, hard_exit)
+        timer.daemon = True
+        timer.start()
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,12 +180,25 @@ def main(argv: list[str] | None = None) -> int:
         return _sensitivity(args)
     if args.command == "table":
         return _table(args)
-    api = _start_temporary_api()
     try:
         model = preflight(args)
     except QuantmillError as err:
         print(f"quantmill: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    # Every check above ran before anything was started; from here on, whatever the run
+    # started (Prefect's temporary server, the native-code workers) is stopped on every way
+    # out: the end, an exception, Ctrl-C, SIGTERM.
+    started: list = []
+    previous = _exit_cleanly_on_sigterm(started)
+    api = _start_temporary_api(started)
+    try:
+        return _run(args, model, api)
+    finally:
+        stop_started_processes(started)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace, model: Model, api: threading.Thread | None) -> int:
     from flows.quantize_model import quantize_model
 
     if api is not None:

@@ -17,6 +17,7 @@ from quantmill.formats import Step, baseline_for, baselines_for, get_format
 from quantmill.formats.base import NoOptions
 from quantmill.gate import best_for_objective, chosen_attempt
 from quantmill.goal import goal_for
+from quantmill.isolation import failure_details
 from quantmill.metrics import budget_for
 from quantmill.models import Model
 from quantmill.provenance import artifact_metadata
@@ -133,7 +134,8 @@ def quantize_model(
             except Exception as err:  # one failing attempt is evidence; the ladder goes on
                 reason = f"{type(err).__name__}: {err}"
                 logger.warning("attempt %d (%s) failed: %s", index, description, reason)
-                failures.append({"index": index, "format": step.format, "description": description, "reason": reason})
+                failures.append({"index": index, "format": step.format, "description": description, "reason": reason,
+                                 **failure_details(err)})
                 return None
             made = Attempt(index, step.format, step.options, step.reason, artifact, result, None,
                            baselines_for(ref.kind, [step.format])[step.format])
@@ -194,9 +196,15 @@ def quantize_model(
             for result in measured:
                 logger.info("%s: %s", result.target, result.hardware.describe() if result.measured else f"not benchmarked: {result.reason}")
             primary = next(m for m in measured if m.target == target)
-            if primary.measured:
+            # An attempt whose benchmark crashed is a failed attempt; a crashed baseline fails
+            # every attempt measured against it.
+            lost = [a for a in attempts if {str(a.index), a.baseline_format} & set(primary.failed)]
+            failures += [{"index": a.index, "format": a.format, "description": f"{a.format} {a.options.describe()}".strip(),
+                          **primary.failed.get(str(a.index), primary.failed.get(a.baseline_format, {}))} for a in lost]
+            attempts = [a for a in attempts if a not in lost]
+            if primary.measured and attempts:
                 hardware = primary.hardware
-                baseline = primary.benchmarks[baseline_format]
+                baseline = primary.benchmarks.get(baseline_format)
                 attempts = [replace(a, benchmark=primary.benchmarks[str(a.index)], baseline=primary.benchmarks[a.baseline_format])
                             for a in attempts]
                 if search_seconds:
@@ -206,7 +214,7 @@ def quantize_model(
                     pick = next(a for a in attempts if a.index == search.index)
                     again = measure({str(pick.index): models[str(pick.index)], pick.baseline_format: models[pick.baseline_format]},
                                     (str(pick.index), pick.baseline_format), [target], "-confirm")[0]
-                    if again.measured:
+                    if again.measured and not again.failed:
                         attempts = [replace(a, benchmark=again.benchmarks[str(a.index)], baseline=again.benchmarks[a.baseline_format])
                                     if a.index == pick.index else a for a in attempts]
 

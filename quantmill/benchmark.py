@@ -9,6 +9,7 @@ from pathlib import Path
 
 from quantmill.data import Dataset
 from quantmill.hardware import Hardware, HardwareUnavailable, local_hardware
+from quantmill.isolation import failure_details
 from quantmill.progress import Progress
 from quantmill.runtimes import get_runtime
 from quantmill.speed import THROUGHPUT
@@ -18,7 +19,9 @@ from quantmill.speed import THROUGHPUT
 class TargetBenchmarks:
     """What one hardware target measured: a measurement per labelled model (full-precision
     baselines labelled by their format, attempts by their index) and the runtime that took it, on which
-    hardware, by which flow run; or, when it measured nothing, the reason."""
+    hardware, by which flow run; or, when it measured nothing, the reason. failed holds the
+    models whose measuring process crashed: label -> the failure (reason, and signal and
+    stderr tail where a worker died)."""
 
     target: str
     benchmarks: dict
@@ -26,6 +29,7 @@ class TargetBenchmarks:
     reason: str | None = None
     flow_run: str | None = None
     runtimes: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, dict] = field(default_factory=dict)
 
     @property
     def measured(self) -> bool:
@@ -46,6 +50,7 @@ class TargetBenchmarks:
             benchmarks={label: get_runtime(runtimes[label]).measurement(**b) for label, b in data["benchmarks"].items()},
             hardware=Hardware(**{**hardware, "isa": tuple(hardware["isa"])}) if hardware else None,
             reason=data.get("reason"), flow_run=data.get("flow_run"), runtimes=runtimes,
+            failed=data.get("failed") or {},
         )
 
 
@@ -60,9 +65,8 @@ def benchmark_target(
     its baseline's) is settled beyond the noise on the figure objective judges; or, when
     this worker cannot run target or one of the runtimes on it, a TargetBenchmarks with the
     reason and no figures. progress_for(runtime name), when given, returns the Progress
-    that hears that runtime's rounds.
-
-    Raises RuntimeError if a benchmark worker fails.
+    that hears that runtime's rounds. A model whose measuring process crashed is left out
+    of the figures and named in failed; the others are measured as usual.
     """
     used = list(dict.fromkeys(runtime for runtime, _ in models.values()))
     runtime_reasons = [reason for name in used if (reason := get_runtime(name).unavailable(target))]
@@ -78,5 +82,8 @@ def benchmark_target(
         pair = judged if judged is not None and set(judged) <= set(group) else None
         progress = None if progress_for is None else progress_for(name)
         measured |= get_runtime(name).benchmark(group, data, target, seconds_per_batch, pair, objective, progress=progress)
-    return TargetBenchmarks(target, {label: measured[label] for label in models}, hardware,
-                            runtimes={label: runtime for label, (runtime, _) in models.items()})
+    failed = {label: {"reason": f"{type(err).__name__}: {err}", **failure_details(err)}
+              for label, err in measured.items() if isinstance(err, Exception)}
+    return TargetBenchmarks(target, {label: measured[label] for label in models if label not in failed}, hardware,
+                            runtimes={label: runtime for label, (runtime, _) in models.items() if label not in failed},
+                            failed=failed)

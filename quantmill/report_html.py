@@ -209,7 +209,10 @@ def _attempts_table(report: dict) -> str:
             f"<td>{'-' if confirmed is None else f'{confirmed:.3f}'}</td><td>{a['size_bytes'] / 1e6:.2f}</td>"
             f"<td>{'-' if speed is None else f'{speed:.2f}'}</td><td>{_e(a.get('speed_verdict') or '-')}</td></tr>"
         )
-    failures = "".join(f"<tr><td>x</td><td>{_e(f['description'])}</td><td colspan='7'>failed: {_e(f['reason'])}</td></tr>"
+    failures = "".join(f"<tr class='failed'><td>x</td><td>{_e(f['description'])}</td><td colspan='7'>failed: {_e(f['reason'])}"
+                       + (f"<details><summary>{_e(f.get('signal') or 'exit status ' + str(f.get('exit_status')))}: "
+                          f"the worker's last stderr lines</summary><pre>{_e(f['stderr_tail'])}</pre></details>"
+                          if f.get("stderr_tail") is not None else "") + "</td></tr>"
                        for f in report.get("failures", []))
     return f"<table>{head}{''.join(rows)}{failures}</table>"
 

@@ -76,7 +76,7 @@ def benchmark_on_pool_task(target: str, parameters: dict, pickup_seconds: float,
                                 reason=f"flow run '{run.name}' ended {run.state.name}: {run.state.message}")
     measured = TargetBenchmarks.from_dict(run.state.result())
     return TargetBenchmarks(measured.target, measured.benchmarks, measured.hardware, measured.reason, run.name,
-                            measured.runtimes)
+                            measured.runtimes, measured.failed)
 
 
 def _wait(client, run_id, done, seconds: float | None):

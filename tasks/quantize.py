@@ -9,6 +9,7 @@ from prefect import task
 
 from quantmill.data import Dataset
 from quantmill.formats import get_format
+from quantmill.isolation import in_worker
 from quantmill.metrics import get_metric
 from quantmill.models import Model
 from quantmill.sensitivity import GroupScore
@@ -18,9 +19,10 @@ from tasks.progress import artifact_progress
 
 @task(name="quantize", timeout_seconds=1800, **cached(by_name=("workdir",)))
 def quantize_task(format_name: str, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
-    """Return the path of the model quantized to format_name with options."""
-    return get_format(format_name).quantize(model, options, calibration, workdir,
-                                            artifact_progress(f"quantize {format_name}: steps"))
+    """Return the path of the model quantized to format_name with options, quantized in the
+    quantize worker process: a crash of the quantizer raises WorkerCrashed."""
+    return in_worker("quantize", f"quantizing {format_name}", get_format(format_name).quantize, model, options,
+                     calibration, workdir, progress=artifact_progress(f"quantize {format_name}: steps"))
 
 
 def quantize_attempt(format_name: str, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:

@@ -17,7 +17,6 @@ import ctypes
 import json
 import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,7 +25,8 @@ from quantmill.atomic import atomic_file
 from quantmill.data import Dataset
 from quantmill.errors import FormatUnavailable, InputError
 from quantmill.formats.base import FALLBACK, Format, Step
-from quantmill.hardware import Hardware
+from quantmill.hardware import Hardware, local_cpu
+from quantmill.isolation import run_command
 from quantmill.models.base import Model
 from quantmill.progress import Progress
 
@@ -98,8 +98,8 @@ def convert_to_gguf(model_dir: Path, out_path: Path) -> Path:
     """Convert the Hugging Face directory model_dir to an F16 GGUF at out_path (atomically).
 
     Raises InputError for a model that ships its own code; FormatUnavailable without the
-    converter; RuntimeError with the converter's last error line when it fails, or when it
-    runs past TOOL_TIMEOUT_S.
+    converter; WorkerCrashed with its exit status or signal and the tail of its stderr when
+    it fails; WorkerTimeout past TOOL_TIMEOUT_S.
     """
     _refuse_model_code(model_dir)
     source = llama_cpp_source()
@@ -157,19 +157,14 @@ def llama_tools() -> Path:
 
 
 def _run_tool(command: list[str], what: str, env: dict[str, str] | None = None) -> None:
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=TOOL_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{what} ran past {TOOL_TIMEOUT_S} s") from None
-    if done.returncode != 0:
-        raise RuntimeError(f"{what} failed: {_last_line(done.stderr or done.stdout)}")
+    run_command(command, what, TOOL_TIMEOUT_S, env)
 
 
 def compute_imatrix(f16_path: Path, model_dir: Path, calibration: Dataset, out_path: Path) -> Path:
     """Write llama-imatrix's importance matrix of the GGUF at f16_path over the calibration
     windows to out_path, and beside it (.txt) the text it read: the windows decoded with
     model_dir's tokenizer, one chunk per window. Return out_path. Raises FormatUnavailable
-    without the tools, RuntimeError when llama-imatrix fails."""
+    without the tools, WorkerCrashed when llama-imatrix fails."""
     from transformers import AutoTokenizer
 
     tools = llama_tools()
@@ -181,8 +176,15 @@ def compute_imatrix(f16_path: Path, model_dir: Path, calibration: Dataset, out_p
     with atomic_file(out_path) as tmp:
         _run_tool([str(tools / "llama-imatrix"), "-m", str(f16_path), "-f", str(text), "-o", str(tmp),
                    "-c", str(windows.shape[1]), "--chunks", str(len(windows)), "--no-ppl",
-                   "-t", str(os.cpu_count() or 1)], f"llama-imatrix on {f16_path}")
+                   "-t", str(os.cpu_count() or 1), *_repack_flags()], f"llama-imatrix on {f16_path}")
     return out_path
+
+
+def _repack_flags() -> list[str]:
+    # The same CPU buffer choice as llama.cpp's runtime makes (runtimes.llama_cpp.repack_weights).
+    from quantmill.runtimes.llama_cpp import repack_weights
+
+    return [] if repack_weights(local_cpu("llama.cpp").isa) else ["--no-repack"]
 
 
 def quantize_gguf_tool(f16_path: Path, out_path: Path, scheme: str, imatrix: Path | None = None,
@@ -190,7 +192,7 @@ def quantize_gguf_tool(f16_path: Path, out_path: Path, scheme: str, imatrix: Pat
     """Quantize the GGUF at f16_path to scheme at out_path with llama-quantize, weighting each
     tensor's rounding error by the importance matrix when one is given, and giving the
     tensors whose names match each override's pattern its type; return out_path. Raises
-    FormatUnavailable without the tools, RuntimeError when llama-quantize fails."""
+    FormatUnavailable without the tools, WorkerCrashed when llama-quantize fails."""
     tools = llama_tools()
     flags = [*(["--imatrix", str(imatrix)] if imatrix else []),
              *(arg for pattern, ggml_type in tensor_types for arg in ("--tensor-type", f"{pattern}={ggml_type}"))]
@@ -198,11 +200,6 @@ def quantize_gguf_tool(f16_path: Path, out_path: Path, scheme: str, imatrix: Pat
         _run_tool([str(tools / "llama-quantize"), *flags, str(f16_path), str(tmp), scheme, str(os.cpu_count() or 1)],
                   f"llama-quantize {' '.join(flags)} on {f16_path}")
     return out_path
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:400] if lines else "no output"
 
 
 class _GgufFormat(Format):

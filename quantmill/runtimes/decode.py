@@ -6,14 +6,16 @@ weights read per token / bandwidth) and the fraction of it reached."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from quantmill.data import Dataset
+from quantmill.errors import QuantmillError
+from quantmill.isolation import WorkerCrashed, WorkerTimeout, run_command
 from quantmill.measure import bandwidth_bytes_per_s
 from quantmill.progress import Progress, planned_rounds
 from quantmill.speed import settled
@@ -96,7 +98,7 @@ def benchmark_in_workers(
     module: str, models: dict[str, Path], prompt_tokens: int, decode_tokens: int, rounds: int = ROUNDS,
     pair: tuple[str, str] | None = None, max_rounds: int = MAX_ROUNDS, target: str = "cpu",
     preload: tuple[str, ...] = (), progress: Progress | None = None,
-) -> dict[str, LMBenchmark]:
+) -> dict[str, LMBenchmark | QuantmillError]:
     """Return an LMBenchmark per labelled model, the models taking turns over rounds
     rounds, and more for pair's two models alone, up to max_rounds, while the decode speed of pair's model (the attempt
     the gate judges) against pair's baseline is still within the noise (speed.settled); each
@@ -105,22 +107,14 @@ def benchmark_in_workers(
     bound is the measured memory bandwidth of target (the GPU's on 'gpu'). progress hears
     (rounds done, rounds planned) after each round.
 
-    Raises RuntimeError with the worker's last error line when a worker fails, or when it
-    runs past WORKER_TIMEOUT_S.
+    A model whose measuring process crashes or runs past WORKER_TIMEOUT_S maps to that
+    error (WorkerCrashed, WorkerTimeout) instead, and is measured no more.
     """
     bandwidth = bandwidth_bytes_per_s(target)
-    runs: dict[str, list[dict]] = {label: [] for label in models}
-    done = 0
-    more = True
-    while more:
-        # Extra rounds measure only the judged pair, still interleaved.
-        for label in models if done < rounds else pair:
-            runs[label].append(_run_worker(module, models[label], prompt_tokens, decode_tokens, target, preload))
-        done += 1
-        more = done < rounds or (done < max_rounds and not settled(_decoded(runs), pair))
-        if progress is not None:
-            progress(done, planned_rounds(done, more, rounds, max_rounds))
-    results = {}
+    runs, crashed = interleaved_rounds(
+        list(models), lambda label: _run_worker(module, models[label], prompt_tokens, decode_tokens, target, preload),
+        lambda runs, pair: settled(_decoded(runs), pair), pair, rounds, max_rounds, progress)
+    results: dict = dict(crashed)
     for label, measured in runs.items():
         decode = [r["decode_tokens_per_s"] for r in measured]
         per_token = measured[0]["bytes_per_token"]
@@ -144,16 +138,36 @@ def _run_worker(module: str, path: Path, prompt_tokens: int, decode_tokens: int,
                 preload: tuple[str, ...]) -> dict:
     start = ["-m", module] if not preload else [
         "-c", f"import {', '.join(preload)}, runpy; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"]
-    try:
-        done = subprocess.run(
-            [sys.executable, *start, str(path), str(prompt_tokens), str(decode_tokens), target],
-            capture_output=True, text=True, check=False, timeout=WORKER_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{module} benchmark of {path} ran past {WORKER_TIMEOUT_S} s") from None
-    if done.returncode != 0:
-        # Warnings can follow the error; a crash in native code leaves no Python error at all.
-        errors = [line for line in done.stderr.strip().splitlines() if "Warning" not in line]
-        raise RuntimeError(f"{module} benchmark of {path} failed (exit status {done.returncode}): "
-                           f"{errors[-1] if errors else 'no error message'}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_command([sys.executable, *start, str(path), str(prompt_tokens), str(decode_tokens), target],
+                      f"{module} benchmark of {path.name}", WORKER_TIMEOUT_S)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def interleaved_rounds(
+    labels: list[str], run_one: Callable[[str], dict], is_settled: Callable[[dict, tuple[str, str] | None], bool],
+    pair: tuple[str, str] | None, rounds: int, max_rounds: int, progress: Progress | None,
+) -> tuple[dict[str, list[dict]], dict[str, QuantmillError]]:
+    """Return each label's measurements (run_one(label), one a round, the labels taking turns)
+    over rounds rounds, and more for pair's two labels alone, up to max_rounds, while
+    is_settled(runs, pair) says the judged ratio is still within the noise; and the labels
+    whose measuring process crashed (they are measured no more, and the others go on).
+    progress hears (rounds done, rounds planned) after each round."""
+    runs: dict[str, list[dict]] = {label: [] for label in labels}
+    crashed: dict[str, QuantmillError] = {}
+    done = 0
+    more = True
+    while more:
+        # Extra rounds measure only the judged pair, still interleaved.
+        for label in labels if done < rounds else pair:
+            if label in crashed:
+                continue
+            try:
+                runs[label].append(run_one(label))
+            except (WorkerCrashed, WorkerTimeout) as err:
+                crashed[label] = err
+        done += 1
+        pair_lives = pair is not None and not set(pair) & set(crashed)
+        more = done < rounds or (done < max_rounds and pair_lives and not is_settled(runs, pair))
+        if progress is not None:
+            progress(done, planned_rounds(done, more, rounds, max_rounds))
+    return {label: measured for label, measured in runs.items() if label not in crashed}, crashed

@@ -2,12 +2,13 @@
 runner) and its prompt and decode speed (the benchmark), on the CPU or, where this worker's
 llama.cpp is built with a GPU backend (CUDA), with every layer offloaded to the GPU.
 
-Run as `python -m quantmill.runtimes.llama_cpp MODEL PROMPT_TOKENS DECODE_TOKENS [TARGET]` it
-prints one JSON object with the measurements of one model.
+Run as `python -m quantmill.runtimes.llama_cpp MODEL PROMPT_TOKENS DECODE_TOKENS [TARGET [REPACK]]`
+(REPACK: auto, on or off) it prints one JSON object with the measurements of one model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from quantmill.hardware import local_cpu
+from quantmill.isolation import in_worker
 from quantmill.measure import peak_rss_bytes
 from quantmill.runtimes.decode import DecodeRuntime
 
@@ -27,13 +30,52 @@ DECODE_TOKENS = 256
 _LLAMA_LOAD = threading.Lock()
 
 
-def logits(gguf_path: Path, windows: np.ndarray) -> np.ndarray:
-    """Return float32 logits [windows, positions, vocab] of the GGUF model, through llama.cpp."""
+def repack_weights(isa: tuple[str, ...]) -> bool:
+    """Return whether llama.cpp may move weights into its extra CPU buffer types (repacked
+    layouts, and ggml's AMX buffer) on a CPU with these features: not where it has AMX-INT8,
+    where ggml's AMX matrix multiply segfaults on every quantized type at batches of more than
+    a few tokens (ggml_backend_amx_mul_mat; llama.cpp issue #20824; measured by
+    benchmarks/llama_cpu_buffers.py); elsewhere llama.cpp's default (repack)."""
+    return "amx_int8" not in isa
+
+
+@contextlib.contextmanager
+def _buffers(repack: bool):
+    # llama-cpp-python's Llama takes no use_extra_bufts argument: it builds its
+    # llama_model_params from llama_model_default_params(), so that function is wrapped
+    # while a model loads (in a worker process of its own).
+    import llama_cpp.llama_cpp as low
+
+    default = low.llama_model_default_params
+
+    def params():
+        made = default()
+        made.use_extra_bufts = repack
+        return made
+
+    low.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        low.llama_model_default_params = default
+
+
+def load(gguf_path: Path, repack: bool | None = None, **kwargs):
+    """Return a llama_cpp.Llama of the GGUF at gguf_path, its weights in llama.cpp's extra
+    CPU buffer types only where repack_weights allows on this CPU (or as repack says).
+    Raises what llama-cpp-python raises (ValueError for a file it cannot load)."""
     from llama_cpp import Llama
 
+    if repack is None:
+        repack = repack_weights(local_cpu("llama.cpp").isa)
+    with _LLAMA_LOAD, _buffers(repack):
+        return Llama(model_path=str(gguf_path), verbose=False, **kwargs)
+
+
+def logits(gguf_path: Path, windows: np.ndarray) -> np.ndarray:
+    """Return float32 logits [windows, positions, vocab] of the GGUF model, through llama.cpp."""
     positions = windows.shape[1] - 1
-    with _LLAMA_LOAD:
-        llm = Llama(model_path=str(gguf_path), n_ctx=positions, n_batch=positions, logits_all=True, verbose=False)
+    llm = load(gguf_path, n_ctx=positions, n_batch=positions, logits_all=True)
     out = []
     for window in windows:
         llm.reset()
@@ -69,8 +111,9 @@ class LlamaCpp(DecodeRuntime):
     preload = ("llama_cpp",)
 
     def logits(self, path: Path, windows: np.ndarray) -> np.ndarray:
-        """Return the GGUF's logits through llama.cpp (logits)."""
-        return logits(path, windows)
+        """Return the GGUF's logits through llama.cpp (logits), computed in this runtime's
+        worker process (quantmill.isolation): a crash there raises WorkerCrashed."""
+        return in_worker(self.name, f"llama.cpp evaluating {path.name}", logits, path, windows, preload=self.preload)
 
     def unavailable(self, target: str) -> str | None:
         """Return why llama.cpp cannot run on target here, or None: on 'gpu' its library
@@ -94,12 +137,10 @@ class LlamaCpp(DecodeRuntime):
         return f"llama.cpp via llama-cpp-python {llama_cpp.__version__}{where}"
 
 
-def _measure(path: Path, prompt_tokens: int, decode_tokens: int, target: str = "cpu") -> dict:
-    from llama_cpp import Llama
-
+def _measure(path: Path, prompt_tokens: int, decode_tokens: int, target: str = "cpu", repack: str = "auto") -> dict:
     start = time.perf_counter()
-    llm = Llama(model_path=str(path), n_ctx=prompt_tokens + decode_tokens + 8, n_batch=prompt_tokens,
-                n_threads=os.cpu_count(), n_gpu_layers=-1 if target == "gpu" else 0, verbose=False)
+    llm = load(path, None if repack == "auto" else repack == "on", n_ctx=prompt_tokens + decode_tokens + 8,
+               n_batch=prompt_tokens, n_threads=os.cpu_count(), n_gpu_layers=-1 if target == "gpu" else 0)
     load_ms = 1e3 * (time.perf_counter() - start)
     vocab = llm.n_vocab()
     prompt = [1] + [int(t) for t in np.random.default_rng(0).integers(3, vocab, prompt_tokens - 1)]
@@ -122,4 +163,4 @@ def _measure(path: Path, prompt_tokens: int, decode_tokens: int, target: str = "
 
 
 if __name__ == "__main__":
-    print(json.dumps(_measure(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:5])))
+    print(json.dumps(_measure(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:6])))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,8 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from quantmill.data import Dataset
+from quantmill.errors import QuantmillError
+from quantmill.isolation import in_worker, run_command
 from quantmill.measure import peak_rss_bytes
-from quantmill.progress import Progress, planned_rounds
+from quantmill.progress import Progress
+from quantmill.runtimes.decode import interleaved_rounds
 from quantmill.speed import LATENCY, THROUGHPUT, settled
 
 BATCH_SIZES = (1, 32)
@@ -82,31 +84,24 @@ def benchmark_models(
     models: dict[str, Path], data: Dataset, seconds_per_batch: float = 1.0, rounds: int = ROUNDS,
     provider: str = "CPUExecutionProvider", pair: tuple[str, str] | None = None, max_rounds: int = MAX_ROUNDS,
     objective: str = THROUGHPUT, progress: Progress | None = None,
-) -> dict[str, Benchmark]:
+) -> dict[str, Benchmark | QuantmillError]:
     """Return a Benchmark for each labelled model, the models taking turns on the same
     feeds, run by ONNX Runtime's provider: rounds rounds, and more for pair's two models
     alone, up to max_rounds, while the speed of pair's model (the attempt the gate judges)
     against pair's baseline, at the batch size objective judges, is still within the noise
     (speed.settled). progress hears (rounds done, rounds planned) after each round.
 
-    Raises RuntimeError with the worker's last error line if a worker fails or runs past WORKER_TIMEOUT_S.
+    A model whose measuring process crashes or runs past WORKER_TIMEOUT_S maps to that
+    error (WorkerCrashed, WorkerTimeout) instead, and is measured no more.
     """
-    runs: dict[str, list[dict]] = {label: [] for label in models}
+    judged_batch = 1 if objective == LATENCY else max(BATCH_SIZES)
     with tempfile.TemporaryDirectory(prefix="quantmill-bench-") as scratch:
         feeds = Path(scratch) / "feeds.npz"
         np.savez(feeds, **_feeds(data, max(BATCH_SIZES)))
-        done = 0
-        judged_batch = 1 if objective == LATENCY else max(BATCH_SIZES)
-        more = True
-        while more:
-            # Extra rounds measure only the judged pair, still interleaved.
-            for label in models if done < rounds else pair:
-                runs[label].append(_run_worker(models[label], feeds, seconds_per_batch, provider))
-            done += 1
-            more = done < rounds or (done < max_rounds and not _settled(runs, pair, judged_batch))
-            if progress is not None:
-                progress(done, planned_rounds(done, more, rounds, max_rounds))
-    return {label: _median(results) for label, results in runs.items()}
+        runs, crashed = interleaved_rounds(
+            list(models), lambda label: _run_worker(models[label], feeds, seconds_per_batch, provider),
+            lambda runs, pair: _settled(runs, pair, judged_batch), pair, rounds, max_rounds, progress)
+    return {**crashed, **{label: _median(results) for label, results in runs.items()}}
 
 
 def _settled(runs: dict[str, list[dict]], pair: tuple[str, str] | None, batch: int) -> bool:
@@ -142,14 +137,8 @@ def _feeds(data: Dataset, size: int) -> dict[str, np.ndarray]:
 def _run_worker(model: Path, feeds: Path, seconds: float, provider: str) -> dict:
     command = [sys.executable, "-m", "quantmill.runtimes.onnxruntime", str(model), str(feeds), ",".join(map(str, BATCH_SIZES)),
                str(seconds), provider]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=WORKER_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"benchmark of {model} ran past {WORKER_TIMEOUT_S} s") from None
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"benchmark of {model} failed: {last}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_command(command, f"onnxruntime benchmark of {model.name}", WORKER_TIMEOUT_S)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def _measure(model: Path, feeds: dict[str, np.ndarray], batches: tuple[int, ...], seconds: float, provider: str) -> dict:
@@ -234,8 +223,9 @@ class OnnxRuntime:
         return f"onnxruntime {ort.__version__} {PROVIDERS.get(target, '?')}"
 
     def outputs(self, path: Path, dataset: Dataset) -> np.ndarray:
-        """Return the model's outputs on dataset (predict)."""
-        return predict(path, dataset)
+        """Return the model's outputs on dataset (predict), computed in this runtime's worker
+        process (quantmill.isolation): a crash there raises WorkerCrashed."""
+        return in_worker(self.name, f"onnxruntime evaluating {path.name}", predict, path, dataset)
 
     def benchmark(
         self, models: dict[str, Path], data: Dataset, target: str, seconds: float, pair: tuple[str, str] | None = None,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from quantmill.isolation import in_worker
 from quantmill.measure import peak_rss_bytes
 from quantmill.runtimes.decode import DecodeRuntime
 
@@ -40,8 +41,9 @@ class Transformers(DecodeRuntime):
     decode_tokens = DECODE_TOKENS
 
     def logits(self, path: Path, windows: np.ndarray) -> np.ndarray:
-        """Return the checkpoint's logits through transformers (logits)."""
-        return logits(path, windows)
+        """Return the checkpoint's logits through transformers (logits), computed in this
+        runtime's worker process (quantmill.isolation): a crash there raises WorkerCrashed."""
+        return in_worker(self.name, f"transformers evaluating {path.name}", logits, path, windows)
 
     def describe(self, target: str) -> str:
         """Return e.g. 'transformers 5.17.0 (torch 2.13.0)'."""

@@ -60,6 +60,9 @@ def record_run(
             "quantmill.gate": report["gate"]["status"], "quantmill.source_sha256": model["sha256"],
             "quantmill.source_model": model["name"], "quantmill.source_version": str(model["version"]),
             "quantmill.budget": f"{budget['value']:g} {budget['unit']}",
+            # A failed attempt (a crashed worker among them) is part of the evidence.
+            **{f"quantmill.failed_attempt.{f['index']}": f"{f['format']}: {f['reason']}"[:1000]
+               for f in report.get("failures", [])},
         })
         for path in (report_path, *report_files):
             mlflow.log_artifact(str(path))
