@@ -83,12 +83,13 @@ $(LLAMA_TOOLS_CACHE)/llama-quantize: | $(LLAMA_SDIST)
 llama-tools: $(LLAMA_TOOLS_CACHE)/llama-quantize
 	mkdir -p .quantmill && ln -sfn $(LLAMA_TOOLS_CACHE) .quantmill/llama-tools
 
-# llama-cpp-python downloads and compiles (about 7 minutes on 2 cores) while the rest installs,
-# the demo trains its models and quantizes the two ONNX ones, which do not need it; the
-# language model's flow waits for it.
+# llama-cpp-python downloads and compiles (about 7 minutes on 2 cores), then llama.cpp's own
+# tools for the importance-matrix rung the demo's ladder offers (about 6 more, once per
+# machine: they are cached outside the clone), while the rest installs, the demo trains its
+# models and quantizes the two ONNX ones, which need neither; the language model's flow waits.
 demo: $(VENV_STAMP)
 	mkdir -p .quantmill
-	( $(MAKE) -s $(LLAMA_WHEEL) llama-src > .quantmill/llama-cpp-build.log 2>&1 ) & build=$$!; \
+	( $(MAKE) -s $(LLAMA_WHEEL) llama-src llama-tools > .quantmill/llama-cpp-build.log 2>&1 ) & build=$$!; \
 	{ $(MAKE) -s $(DEPS_STAMP) && $(PY) -m flows.demo --part onnx; } || { wait $$build; exit 1; }; \
 	echo "waiting for llama-cpp-python's build (log: .quantmill/llama-cpp-build.log)"; \
 	wait $$build || { tail -20 .quantmill/llama-cpp-build.log; exit 1; }; \

@@ -15,7 +15,9 @@ from quantmill.errors import InputError
 @dataclass(frozen=True)
 class TableRow:
     """One measured row. accuracy_drop in metric points; compression = FP32 size / size;
-    speedup = throughput / FP32 throughput at batch 32; source says where it was measured."""
+    speedup = throughput / FP32 throughput at batch 32; source says how it was measured;
+    machine is the identity of the hardware it was measured on (Hardware.identity: the
+    accelerator, the CPU and its kernel features), '' where a table does not say."""
 
     family: str
     hardware: str
@@ -25,6 +27,7 @@ class TableRow:
     speedup: float
     n_measurements: int
     source: str
+    machine: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class MeasuredFormat:
 
 
 COLUMNS = tuple(f.name for f in fields(TableRow))
+# Tables written before rows named their machine; such rows count as measured elsewhere.
+_COLUMNS_WITHOUT_MACHINE = COLUMNS[:-1]
 # The reviewed, measured table shipped with quantmill.
 SHIPPED_TABLE_DIR = Path(__file__).resolve().parent.parent / "benchmark_tables"
 
@@ -56,14 +61,14 @@ def load_table(directory: Path) -> tuple[TableRow, ...]:
     for path in sorted(directory.glob("*.csv")):
         with open(path, newline="") as handle:
             reader = csv.DictReader(handle)
-            if tuple(reader.fieldnames or ()) != COLUMNS:
+            if tuple(reader.fieldnames or ()) not in (COLUMNS, _COLUMNS_WITHOUT_MACHINE):
                 raise InputError(path, f"columns {reader.fieldnames} differ from {list(COLUMNS)}")
             for number, raw in enumerate(reader, 2):
                 try:
                     rows.append(TableRow(
                         raw["family"], raw["hardware"], raw["format"], float(raw["accuracy_drop"]),
                         float(raw["compression"]), float(raw["speedup"]), int(raw["n_measurements"]),
-                        raw["source"],
+                        raw["source"], raw.get("machine") or "",
                     ))
                 except ValueError as err:
                     raise InputError(path, f"line {number}: {err}") from None
@@ -108,6 +113,7 @@ def measured_targets(report: dict) -> list[dict]:
     its own target with the attempts' speedups stands for them."""
     return [t for t in report.get("targets") or [] if t["status"] == "measured"] or [
         {"target": report["target"], "hardware": report["hardware"]["description"],
+         "machine": report["hardware"].get("identity", ""),
          "speedup_vs_baseline": {str(a["index"]): a["speedup_vs_baseline"] for a in report["attempts"]}}]
 
 
@@ -130,7 +136,7 @@ def run_rows(report: dict) -> tuple[TableRow, ...]:
                 model["family"], target["target"], attempt["format"], round(confirmed["accuracy_drop"], 4),
                 round(base_size / attempt["size_bytes"], 3), round(speedup, 3), 1,
                 f"quantmill run of {model['name']} v{model['version'] or '-'} on {target['hardware']} {when} "
-                f"(drop in {report['budget']['unit']})",
+                f"(drop in {report['budget']['unit']})", target.get("machine", ""),
             ))
     return tuple(rows)
 

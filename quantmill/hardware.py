@@ -32,12 +32,37 @@ class Hardware:
         device = f"{self.accelerator} on host {host}" if self.accelerator else host
         return f"{self.target}: {device}, {self.runtime}"
 
+    def identity(self) -> str:
+        """Return what a measurement on this machine is stated against, and what a table row
+        must match to count as measured here: the accelerator (where there is one), the CPU's
+        model and the features that change which kernels run, e.g. 'Intel Xeon | avx2
+        avx512_vnni amx_int8' or 'NVIDIA H200 | AMD EPYC | avx2'."""
+        cpu = f"{self.cpu} | {' '.join(f for f in KERNEL_FEATURES if f in self.isa) or 'baseline ISA'}"
+        return f"{self.accelerator} | {cpu}" if self.accelerator else cpu
+
     def has_vnni(self) -> bool:
         """Return whether the CPU has an 8-bit dot-product instruction (VNNI)."""
         return any("vnni" in flag for flag in self.isa)
 
 
 _ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "sve")
+# The CPU features that decide which kernels ONNX Runtime and llama.cpp run (AVX2, AVX-512
+# VNNI, AMX; dot-product and SVE on Arm), and so whether a speed measured elsewhere holds here.
+KERNEL_FEATURES = ("avx2", "avx512_vnni", "amx_int8", "asimddp", "sve")
+
+
+def same_machine(identity: str, other: str) -> bool:
+    """Return whether two identities (Hardware.identity) name the same kind of machine: the
+    same accelerator, the same CPU maker and the same kernel features. CPU model strings
+    differ in detail between clouds (an 'AMD EPYC' and an 'AMD EPYC 9R14' run the same
+    kernels), so only their maker counts."""
+    def key(text: str) -> tuple:
+        parts = [p.strip() for p in text.split("|")]
+        accelerator = parts[:-2]
+        maker = parts[-2].split()[0].lower() if len(parts) >= 2 and parts[-2] else ""
+        return tuple(accelerator), maker, frozenset(parts[-1].split())
+
+    return key(identity) == key(other)
 
 
 def local_cpu(runtime: str) -> Hardware:

@@ -53,7 +53,7 @@ def build_report(
         "objective": objective,
         "max_accuracy_drop": budget.value,
         "budget": asdict(budget),
-        "hardware": {**asdict(hardware), "description": hardware.describe()},
+        "hardware": {**asdict(hardware), "description": hardware.describe(), "identity": hardware.identity()},
         "model": model_section(model),
         "candidates": [asdict(c) for c in candidates],
         "calibration": {"path": str(calibration_data.path), **asdict(calibration)},
@@ -87,6 +87,7 @@ def _target(result: TargetBenchmarks, baseline_of: dict[str, str]) -> dict:
         "target": result.target, "status": "measured" if result.measured else "not benchmarked",
         "reason": result.reason, "flow_run": result.flow_run,
         "hardware": None if result.hardware is None else result.hardware.describe(),
+        "machine": None if result.hardware is None else result.hardware.identity(),
         "benchmarks": {label: asdict(b) for label, b in result.benchmarks.items()},
         "speedup_vs_baseline": {
             label: bench.headline()[0] / base.headline()[0] for label, (bench, base) in compared.items() if base is not None

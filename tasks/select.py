@@ -8,6 +8,7 @@ from prefect import task
 
 from quantmill.benchmark_table import load_table
 from quantmill.formats import Candidate, select_formats
+from quantmill.hardware import HardwareUnavailable, local_hardware
 from quantmill.metrics import Budget
 from quantmill.models import Model
 from tasks.policy import EPHEMERAL
@@ -15,5 +16,10 @@ from tasks.policy import EPHEMERAL
 
 @task(name="select-formats", **EPHEMERAL)
 def select_formats_task(model: Model, target: str, budget: Budget, table_dir: Path) -> tuple[Candidate, ...]:
-    """Return the ordered candidates for model on target, read from table_dir's CSVs."""
-    return select_formats(model.kind, model.family, target, budget.value, budget.unit, load_table(table_dir))
+    """Return the ordered candidates for model on target, read from table_dir's CSVs,
+    preferring rows measured on this machine's hardware for target (when this machine has it)."""
+    try:
+        machine = local_hardware(target, "").identity()
+    except HardwareUnavailable:
+        machine = None
+    return select_formats(model.kind, model.family, target, budget.value, budget.unit, load_table(table_dir), machine)

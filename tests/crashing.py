@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from quantmill.data import Dataset
+from quantmill.formats import gguf
 from quantmill.formats.base import CONSERVATIVE
+from quantmill.formats.gguf import Gguf
 from quantmill.formats.onnx import OnnxDynamic
 from quantmill.isolation import in_worker, run_command
 from quantmill.runtimes.onnxruntime import OnnxRuntime
@@ -84,3 +86,19 @@ def install() -> None:
 
     formats.FORMATS = {**crash_formats(), **formats.FORMATS}
     RUNTIMES["onnxruntime"] = CrashingOnnxRuntime()
+
+
+class UnknownFtypeGguf(Gguf):
+    """GGUF Q4_K_M, but its plain rung asks llama.cpp's quantizer for an ftype it does not
+    know: a real refusal, in the quantize worker (the importance-matrix rung goes through
+    llama-quantize, which knows Q4_K_M by name)."""
+
+    def quantize(self, model, options, calibration, workdir, progress=None) -> Path:
+        if options.imatrix or options.tensor_types:
+            return super().quantize(model, options, calibration, workdir, progress)
+        known = gguf.FTYPES["Q4_K_M"]
+        gguf.FTYPES["Q4_K_M"] = 9999
+        try:
+            return super().quantize(model, options, calibration, workdir, progress)
+        finally:
+            gguf.FTYPES["Q4_K_M"] = known

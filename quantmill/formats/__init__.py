@@ -12,6 +12,7 @@ from quantmill.benchmark_table import MeasuredFormat, TableRow, aggregate
 from quantmill.errors import QuantmillError
 from quantmill.formats import awq, checkpoint, gguf, onnx
 from quantmill.formats.base import CONSERVATIVE, FALLBACK, Format, Step
+from quantmill.hardware import same_machine
 from quantmill.targets import get_target
 
 FORMATS: dict[str, Format] = {f.name: f for module in (onnx, gguf, awq, checkpoint) for f in module.FORMATS}
@@ -57,22 +58,31 @@ class Candidate:
 
 
 def select_formats(
-    kind: str, family: str, target: str, budget: float, unit: str, table: tuple[TableRow, ...]
+    kind: str, family: str, target: str, budget: float, unit: str, table: tuple[TableRow, ...],
+    machine: str | None = None,
 ) -> tuple[Candidate, ...]:
     """Return the ordered candidates for a model of kind and family on target within budget
-    (in unit, the unit of the table's drops for this family).
+    (in unit, the unit of the table's drops for this family), preferring the rows measured
+    on machine (a Hardware.identity; None: not known here).
 
     Measured formats within budget come first, fastest first; measured formats over budget
-    follow (escalation may bring them in); the fallback closes the list. With nothing
-    measured, the formats with no calibration risk, then the fallback. Raises
-    QuantmillError for an unknown target or one no format runs on for this kind.
+    follow (escalation may bring them in); the fallback closes the list. Only rows measured
+    on the same kind of machine (hardware.same_machine) count when there are any; otherwise
+    the rows measured elsewhere do, and each reason says so. With nothing measured, the
+    formats with no calibration risk, then the fallback. Raises QuantmillError for an unknown
+    target or one no format runs on for this kind.
     """
     formats = offered(kind, target)
     if not formats:
         raise QuantmillError(f"no format quantmill makes for {kind} models runs on target {target!r}")
     names = {f.name for f in formats}
     fallback = next((f.name for f in formats if f.safety == FALLBACK), formats[-1].name)
-    measured = aggregate([r for r in table if r.family == family and r.hardware == target and r.format in names])
+    rows = [r for r in table if r.family == family and r.hardware == target and r.format in names]
+    here = [r for r in rows if machine and same_machine(r.machine, machine)]
+    elsewhere = "" if here or not rows else (
+        f"measured elsewhere ({'; '.join(sorted({r.machine or 'hardware not stated' for r in rows}))}), "
+        f"no rows for this machine ({machine or 'its hardware is not known here'}): ")
+    measured = aggregate(here or rows)
     if not measured:
         conservative = [f.name for f in formats if f.safety == CONSERVATIVE] + [fallback]
         return tuple(
@@ -82,8 +92,8 @@ def select_formats(
         )
     within = sorted((r for r in measured if r.accuracy_drop <= budget), key=lambda r: -r.speedup)
     over = sorted((r for r in measured if r.accuracy_drop > budget), key=lambda r: r.accuracy_drop)
-    candidates = [Candidate(r.format, _why(r, budget, unit, True)) for r in within]
-    candidates += [Candidate(r.format, _why(r, budget, unit, False)) for r in over]
+    candidates = [Candidate(r.format, elsewhere + _why(r, budget, unit, True)) for r in within]
+    candidates += [Candidate(r.format, elsewhere + _why(r, budget, unit, False)) for r in over]
     if fallback not in {c.format for c in candidates}:
         candidates.append(Candidate(fallback, f"not measured for {family} on {target}; last resort"))
     return tuple(candidates)

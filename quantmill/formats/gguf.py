@@ -27,6 +27,7 @@ from quantmill.errors import FormatUnavailable, InputError
 from quantmill.formats.base import FALLBACK, Format, Step
 from quantmill.hardware import Hardware, local_cpu
 from quantmill.isolation import run_command
+from quantmill.llama_buffers import repack_weights
 from quantmill.models.base import Model
 from quantmill.progress import Progress
 
@@ -181,9 +182,7 @@ def compute_imatrix(f16_path: Path, model_dir: Path, calibration: Dataset, out_p
 
 
 def _repack_flags() -> list[str]:
-    # The same CPU buffer choice as llama.cpp's runtime makes (runtimes.llama_cpp.repack_weights).
-    from quantmill.runtimes.llama_cpp import repack_weights
-
+    # The same CPU buffer choice as quantmill's own llama.cpp loads make.
     return [] if repack_weights(local_cpu("llama.cpp").isa) else ["--no-repack"]
 
 

@@ -13,7 +13,6 @@ from gguf import GGUFReader
 from flows.cli import EXIT_CODES, main
 from quantmill.calibration import measure_drift
 from quantmill.formats import baseline_for, get_format
-from quantmill.formats import gguf as gguf_format
 from quantmill.formats.awq import AwqOptions
 from quantmill.formats.base import NoOptions
 from quantmill.formats.gguf import GgufOptions
@@ -157,8 +156,12 @@ def test_a_size_search_tries_mixed_gguf_precision_and_ships_the_smallest_within_
 
 @pytest.mark.usefixtures("prefect_api")
 def test_a_failing_step_is_recorded_and_the_ladder_goes_on(tiny_llama, tmp_path, monkeypatch):
-    # An ftype llama.cpp does not know: its quantizer refuses it, a real failure.
-    monkeypatch.setitem(gguf_format.FTYPES, "Q4_K_M", 9999)
+    # An ftype llama.cpp does not know: its quantizer refuses it, a real failure (in the
+    # quantize worker process, where the format's code runs).
+    from quantmill import formats
+    from tests.crashing import UnknownFtypeGguf
+
+    monkeypatch.setitem(formats.FORMATS, "gguf-q4_k_m", UnknownFtypeGguf("Q4_K_M", "refused"))
     table = _table_starting_with_q4_k_m(tmp_path)
     out = tmp_path / "out"
     code, report = _run(tiny_llama, out, "--max-ppl-increase", "5", "--benchmark-table", str(table))

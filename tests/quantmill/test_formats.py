@@ -160,3 +160,17 @@ def test_a_model_shipping_its_own_code_is_not_converted(tmp_path):
     with pytest.raises(InputError, match="ships its own code .auto_map: .'AutoTokenizer'..; llama.cpp's converter"):
         convert_to_gguf(tmp_path, tmp_path / "out.gguf")
     assert not (tmp_path / "out.gguf").exists()
+
+
+def test_selection_prefers_rows_measured_on_this_kind_of_machine_and_says_when_it_falls_back():
+    amx = "Intel Xeon Platinum 8480+ | avx2 avx512_vnni amx_int8"
+    epyc = "AMD EPYC | avx2"
+    table = (TableRow("cnn", "cpu", "onnx-int8-static", 0.2, 4.0, 2.0, 1, "test", epyc),
+             TableRow("cnn", "cpu", "onnx-int8-dynamic", 0.3, 4.0, 1.5, 1, "test", "Intel Xeon | avx2 avx512_vnni amx_int8"))
+    here = select_formats("onnx", "cnn", "cpu", 1.0, "points", table, amx)
+    assert [c.format for c in here] == ["onnx-int8-dynamic", "onnx-fp16"], "only this machine's rows count"
+    assert "measured elsewhere" not in here[0].reason
+    elsewhere = select_formats("onnx", "cnn", "cpu", 1.0, "points", table, "AMD EPYC 9R14 | avx2 avx512_vnni")
+    assert [c.format for c in elsewhere][:2] == ["onnx-int8-static", "onnx-int8-dynamic"]
+    assert all(c.reason.startswith("measured elsewhere (AMD EPYC | avx2; Intel Xeon") for c in elsewhere[:2])
+    assert "no rows for this machine (AMD EPYC 9R14 | avx2 avx512_vnni)" in elsewhere[0].reason

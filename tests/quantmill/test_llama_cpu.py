@@ -1,0 +1,46 @@
+"""llama.cpp on the CPU it finds: every GGUF type quantmill offers evaluates a batch of more
+than 128 tokens (the case that segfaulted in ggml's AMX kernels, llama.cpp #20824), with the
+CPU buffer types chosen from this CPU's features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from quantmill.formats import baseline_for, get_format
+from quantmill.formats.base import NoOptions
+from quantmill.formats.gguf import FTYPES, GgufOptions
+from quantmill.hardware import local_cpu
+from quantmill.llama_buffers import repack_weights
+from quantmill.metrics import compare_logits
+from quantmill.models import resolve_model
+from quantmill.models.hf_causal_lm import text_dataset
+from quantmill.runtimes import get_runtime
+
+WINDOW = 160
+
+
+def test_ggml_amx_buffers_are_kept_off_on_amx_cpus_only():
+    assert repack_weights(("avx2", "avx512f", "avx512_vnni")) and repack_weights(("avx2",))
+    assert not repack_weights(("avx2", "avx512f", "avx512_vnni", "amx_int8"))
+
+
+@pytest.fixture(scope="module")
+def llama_model(tiny_llama, tmp_path_factory):
+    return resolve_model(str(tiny_llama.model_dir), "language-modeling", tmp_path_factory.mktemp("work"))
+
+
+def test_every_gguf_type_evaluates_a_long_batch_on_this_cpu(tiny_llama, llama_model, tmp_path):
+    # Windows of 160 tokens: llama.cpp evaluates the first 159 as one batch.
+    windows = text_dataset(llama_model.path, tiny_llama.heldout_text, 2).inputs["input_ids"]
+    windows = np.concatenate([windows, windows], axis=1)[:, :WINDOW]
+    assert windows.shape[1] - 1 >= 128
+    llama = get_runtime("llama.cpp")
+    f16 = llama.logits(baseline_for("hf-causal-lm").quantize(llama_model, NoOptions(), None, tmp_path), windows)
+    cpu = local_cpu("llama.cpp")
+    for scheme in FTYPES:
+        path = get_format(f"gguf-{scheme.lower()}").quantize(llama_model, GgufOptions(scheme), None, tmp_path)
+        logits = llama.logits(path, windows)
+        assert logits.shape == f16.shape and np.isfinite(logits).all(), (scheme, cpu.describe())
+        agreement = compare_logits(f16, logits, windows).secondary["top1_agreement"]
+        assert agreement > 80.0, f"{scheme} on {cpu.identity()}: top-1 agreement with F16 {agreement:.1f} %"
