@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
@@ -16,6 +16,7 @@ from quantmill.benchmark import TargetBenchmarks, benchmark_target
 from quantmill.data import Dataset
 from quantmill.formats import get_format
 from quantmill.hardware import Hardware, local_cpu
+from quantmill.models import Model
 from quantmill.runtimes import get_runtime
 from quantmill.speed import THROUGHPUT
 from quantmill.targets import get_target
@@ -38,6 +39,29 @@ def benchmark_task(
     runtimes = {label: (get_format(name).benchmark_runner().name, Path(path)) for label, (name, path) in models.items()}
     return benchmark_target(target, runtimes, data, seconds_per_batch, judged, objective,
                             lambda runtime: artifact_progress(f"benchmark on {target}, {runtime}: rounds"))
+
+
+def measure(model: Model, models: dict[str, tuple[str, Path]], evaluation: Dataset, eval_data: str, targets: list[str],
+            on_pools: bool, seconds: float, judged: tuple[str, str] | None, objective: str, wait_seconds: float,
+            purpose: str = "") -> list[TargetBenchmarks]:
+    """Return the labelled models, each (format name, path), measured on targets: here on the
+    first target alone (benchmark_task), or, with on_pools, on each target's work pool at once
+    (benchmark_on_pool_task, its run named by purpose); each target's hardware, or why it
+    measured nothing, goes to the flow run's log."""
+    if not on_pools:
+        measured = [benchmark_task(targets[0], models, evaluation, seconds, judged, objective)]
+    else:
+        parameters = {
+            "model": model.to_dict(), "eval_data": str(Path(eval_data).resolve()), "benchmark_seconds": seconds,
+            "models": {label: {"format": name, "path": str(path)} for label, (name, path) in models.items()},
+            "judged": None if judged is None else list(judged), "objective": objective,
+        }
+        futures = [benchmark_on_pool_task.submit(t, {**parameters, "target": t}, wait_seconds, purpose) for t in targets]
+        measured = [f.result() for f in futures]
+    for result in measured:
+        get_run_logger().info("%s: %s", result.target,
+                              result.hardware.describe() if result.measured else f"not benchmarked: {result.reason}")
+    return measured
 
 
 @task(name="describe-hardware", **EPHEMERAL)
