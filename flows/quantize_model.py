@@ -18,6 +18,7 @@ from quantmill.report import build_report
 from quantmill.search import Driver, ScanSensitivity
 from quantmill.speed import check_objective
 from quantmill.state import output_dir, quantmill_home, run_dir
+from quantmill.targets import HOST
 from tasks.attempt import make_attempt
 from tasks.benchmark import hardware_task, measure
 from tasks.calibration import load_data_task, subsample_task, validate_calibration_task
@@ -32,7 +33,7 @@ from tasks.select import select_formats_task
 @flow(name="quantize-model", persist_result=True, result_serializer="json")
 def quantize_model(
     model: str, task: str, calibration_data: str, eval_data: str,
-    target: str = "cpu",
+    target: str = HOST,
     max_accuracy_drop: float | None = None,
     max_ppl_increase: float | None = None,
     max_kld: float | None = None,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from quantmill.errors import QuantmillError
+from quantmill.targets import HOST
 
 
 class HardwareUnavailable(QuantmillError):
@@ -78,7 +79,7 @@ def local_cpu(runtime: str) -> Hardware:
                 flags = set(value.split())
                 break
     return Hardware(
-        target="cpu", cpu=model, cores=os.cpu_count() or 1,
+        target=HOST, cpu=model, cores=os.cpu_count() or 1,
         isa=tuple(flag for flag in _ISA if flag in flags),
         runtime=runtime,
     )

@@ -33,7 +33,6 @@ class ModelProfile:
     op_counts: dict[str, int]
     size_bytes: int
     inputs: tuple[TensorSpec, ...]
-    outputs: tuple[str, ...]
     quantizable_nodes: tuple[str, ...]
 
 
@@ -58,7 +57,6 @@ def inspect_model(onnx_path: Path) -> ModelProfile:
         op_counts=dict(ops.most_common()),
         size_bytes=onnx_path.stat().st_size,
         inputs=inputs,
-        outputs=tuple(out.name for out in graph.output),
         quantizable_nodes=quantizable,
     )
 

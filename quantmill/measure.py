@@ -60,9 +60,12 @@ def gpu_memory_bandwidth_bytes_per_s(gibibytes: int = 2, repeats: int = 20) -> f
 
 
 def bandwidth_bytes_per_s(target: str) -> float:
-    """Return the measured memory bandwidth that bounds decoding on target: the GPU's for
-    'gpu', else the host's. Raises RuntimeError when the GPU's cannot be measured."""
-    if target != "gpu":
+    """Return the measured memory bandwidth that bounds decoding on target: the GPU's where
+    the target decodes from GPU memory, else the host's. Raises RuntimeError when the GPU's
+    cannot be measured."""
+    from quantmill.targets import get_target
+
+    if get_target(target).decode_memory != "gpu":
         return memory_bandwidth_bytes_per_s()
     # In a process of its own, so that no CUDA context or cached GPU memory stays in the
     # process that starts the benchmark workers.

@@ -20,6 +20,7 @@ from quantmill.metrics import get_metric
 from quantmill.models import Model, get_kind
 from quantmill.progress import terminal_line
 from quantmill.runtimes import get_runtime
+from quantmill.targets import HOST
 from quantmill.sensitivity import GroupScore
 
 
@@ -74,13 +75,13 @@ def scanning_format(model: Model, format_name: str | None) -> Format:
     scans sensitivity. Raises QuantmillError when it does not apply to the model's kind or
     has no sensitivity scan."""
     if format_name is None:
-        found = [f for f in offered(model.kind, "cpu") if f.scans_sensitivity]
+        found = [f for f in offered(model.kind, HOST) if f.scans_sensitivity]
         if not found:
             raise QuantmillError(f"no format for {model.kind} models scans layer sensitivity")
         return found[0]
     fmt = get_format(format_name)
     if model.kind not in fmt.kinds or not fmt.scans_sensitivity:
-        scanning = [f.name for f in offered(model.kind, "cpu") if f.scans_sensitivity]
+        scanning = [f.name for f in offered(model.kind, HOST) if f.scans_sensitivity]
         raise QuantmillError(f"{format_name} has no sensitivity scan for {model.kind} models; "
                              f"formats that do: {', '.join(scanning) or 'none'}")
     return fmt

@@ -18,19 +18,30 @@ from quantmill.errors import QuantmillError
 
 @dataclass(frozen=True)
 class Target:
-    """A hardware target: its name, work pool, the runtimes it offers, and a probe returning
-    None when this worker has the hardware, else the reason it has not."""
+    """A hardware target and everything that differs per hardware: its name, the Prefect
+    work pool whose workers run it, the runtimes it offers and their settings (ONNX
+    Runtime's execution provider, how many layers llama.cpp offloads to a GPU: 0 none, -1
+    all), which memory bounds decoding ('host' or 'gpu', measured by quantmill.measure), a
+    probe returning None when this worker has the hardware, else why not, and the name of
+    its accelerator (None for none). Its hardware identity is the worker's
+    (hardware.local_hardware)."""
 
     name: str
     pool: str
     runtimes: tuple[str, ...]
     probe: Callable[[], str | None]
     accelerator: Callable[[], str | None]
-    summary: str
+    onnxruntime_provider: str | None = None
+    llama_gpu_layers: int = 0
+    decode_memory: str = "host"
 
     def unavailable(self) -> str | None:
         """Return why this worker cannot run the target, or None when it can."""
         return self.probe()
+
+    def offers(self, runtime: str) -> bool:
+        """Return whether this target runs models on runtime."""
+        return runtime in self.runtimes
 
 
 def _cpu() -> str | None:
@@ -64,12 +75,14 @@ def _gpu_name() -> str | None:
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("cpu", "cpu", ("onnxruntime", "llama.cpp", "transformers"), _cpu, _no_accelerator,
-           "the worker's CPU: ONNX Runtime's CPU provider, llama.cpp, PyTorch"),
+           onnxruntime_provider="CPUExecutionProvider"),
     # The GPU image installs onnxruntime-gpu and llama-cpp-python built with CUDA; torchao's
     # FP8/INT4 are not offered until they beat BF16 on a GPU here (README, "On a GPU").
     Target("gpu", "gpu", ("onnxruntime", "llama.cpp"), _nvidia_gpu, _gpu_name,
-           "an NVIDIA GPU: ONNX Runtime's CUDA provider, llama.cpp's CUDA backend"),
+           onnxruntime_provider="CUDAExecutionProvider", llama_gpu_layers=-1, decode_memory="gpu"),
 )}
+# The target every worker has: its own CPU, where evaluation runs and the flow describes itself.
+HOST = "cpu"
 
 
 def get_target(name: str) -> Target:

@@ -19,7 +19,7 @@ from quantmill.hardware import Hardware, local_cpu
 from quantmill.models import Model
 from quantmill.runtimes import get_runtime
 from quantmill.speed import THROUGHPUT
-from quantmill.targets import get_target
+from quantmill.targets import HOST, get_target
 from tasks.policy import EPHEMERAL, retried
 from tasks.progress import artifact_progress
 
@@ -68,7 +68,7 @@ def measure(model: Model, models: dict[str, tuple[str, Path]], evaluation: Datas
 def hardware_task(format_names: list[str]) -> Hardware:
     """Return this machine's CPU with the runtimes of the named formats."""
     runtimes = dict.fromkeys(get_format(name).runtime for name in format_names)
-    return local_cpu("; ".join(get_runtime(name).describe("cpu") for name in runtimes))
+    return local_cpu("; ".join(get_runtime(name).describe(HOST) for name in runtimes))
 
 
 @task(name="benchmark-on-pool", timeout_seconds=3600, **retried(2), **EPHEMERAL)

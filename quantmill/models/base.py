@@ -20,8 +20,8 @@ class Model:
     name and None outside the registry); kind: the model kind's name; path: what formats
     read (an ONNX graph, or a Hugging Face directory); sha256: the fingerprint of the
     source weights; family, parameters, size_bytes: what inspection found; tokenizer_dir:
-    where text is tokenized from, if the model has a tokenizer; inputs, op_counts and
-    quantizable_nodes: the ONNX graph's, for kinds quantized as ONNX.
+    where text is tokenized from, if the model has a tokenizer; inputs and op_counts: the
+    ONNX graph's, for kinds quantized as ONNX.
     """
 
     uri: str
@@ -36,7 +36,6 @@ class Model:
     tokenizer_dir: Path | None = None
     inputs: tuple[TensorSpec, ...] = ()
     op_counts: dict[str, int] = field(default_factory=dict)
-    quantizable_nodes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict that from_dict() reads back (a flow parameter)."""
@@ -50,7 +49,6 @@ class Model:
             **data, "path": Path(data["path"]),
             "tokenizer_dir": None if data.get("tokenizer_dir") is None else Path(data["tokenizer_dir"]),
             "inputs": tuple(TensorSpec(s["name"], s["dtype"], tuple(s["shape"])) for s in data.get("inputs", ())),
-            "quantizable_nodes": tuple(data.get("quantizable_nodes", ())),
         })
 
 

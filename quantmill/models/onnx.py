@@ -60,7 +60,7 @@ def onnx_model(graph: Path, uri: str, name: str, version: str | None, kind: str,
     profile = inspect_model(graph)
     return Model(
         uri, name, version, kind, graph, sha256, profile.family, profile.parameters, profile.size_bytes,
-        tokenizer_dir, profile.inputs, profile.op_counts, profile.quantizable_nodes,
+        tokenizer_dir, profile.inputs, profile.op_counts,
     )
 
 

@@ -19,6 +19,7 @@ from quantmill.isolation import WorkerCrashed, WorkerTimeout, run_command
 from quantmill.measure import bandwidth_bytes_per_s
 from quantmill.progress import Progress, planned_rounds
 from quantmill.speed import settled
+from quantmill.targets import HOST, get_target
 
 PROMPT_TOKENS = 128
 # Interleaved rounds: enough paired ratios for a confidence interval (quantmill/speed.py);
@@ -78,7 +79,7 @@ class DecodeRuntime:
 
     def unavailable(self, target: str) -> str | None:
         """Return why this runtime cannot run on target here, or None."""
-        return None if target == "cpu" else f"quantmill runs {self.name} on the CPU only so far, not on {target!r}"
+        return None if get_target(target).offers(self.name) else f"target {target!r} does not offer {self.name}"
 
     def outputs(self, path: Path, dataset: Dataset) -> np.ndarray:
         """Return the logits on dataset's token windows."""
@@ -96,7 +97,7 @@ class DecodeRuntime:
 
 def benchmark_in_workers(
     module: str, models: dict[str, Path], prompt_tokens: int, decode_tokens: int, rounds: int = ROUNDS,
-    pair: tuple[str, str] | None = None, max_rounds: int = MAX_ROUNDS, target: str = "cpu",
+    pair: tuple[str, str] | None = None, max_rounds: int = MAX_ROUNDS, target: str = HOST,
     preload: tuple[str, ...] = (), progress: Progress | None = None,
 ) -> dict[str, LMBenchmark | QuantmillError]:
     """Return an LMBenchmark per labelled model, the models taking turns over rounds

@@ -30,6 +30,7 @@ from quantmill.measure import peak_rss_bytes
 from quantmill.progress import Progress
 from quantmill.runtimes.decode import interleaved_rounds
 from quantmill.speed import LATENCY, THROUGHPUT, settled
+from quantmill.targets import get_target
 
 BATCH_SIZES = (1, 32)
 MIN_ITERATIONS = 10
@@ -41,8 +42,6 @@ EVAL_BATCH = 64
 # One model's timed loop is bounded by MAX_ITERATIONS and the seconds per batch; a worker
 # still running after this long is hung.
 WORKER_TIMEOUT_S = 900
-# The execution provider that runs ONNX models on each hardware target.
-PROVIDERS = {"cpu": "CPUExecutionProvider", "gpu": "CUDAExecutionProvider"}
 
 
 @dataclass(frozen=True)
@@ -208,9 +207,9 @@ class OnnxRuntime:
         """Return why this worker's onnxruntime cannot run on target, or None."""
         import onnxruntime as ort
 
-        provider = PROVIDERS.get(target)
+        provider = get_target(target).onnxruntime_provider
         if provider is None:
-            return f"onnxruntime has no execution provider for target {target!r} in quantmill"
+            return f"target {target!r} names no ONNX Runtime execution provider"
         if provider not in ort.get_available_providers():
             return (f"onnxruntime {ort.__version__} on this worker has no {provider} "
                     f"(available: {', '.join(ort.get_available_providers())})")
@@ -220,7 +219,7 @@ class OnnxRuntime:
         """Return e.g. 'onnxruntime 1.32.0 CPUExecutionProvider'."""
         import onnxruntime as ort
 
-        return f"onnxruntime {ort.__version__} {PROVIDERS.get(target, '?')}"
+        return f"onnxruntime {ort.__version__} {get_target(target).onnxruntime_provider}"
 
     def outputs(self, path: Path, dataset: Dataset) -> np.ndarray:
         """Return the model's outputs on dataset (predict), computed in this runtime's worker
@@ -234,7 +233,7 @@ class OnnxRuntime:
         """Return a Benchmark per labelled model, measured on target's provider
         (benchmark_models; pair: the judged attempt's label and its baseline's, settled on
         the figure objective judges)."""
-        return benchmark_models(models, data, seconds, provider=PROVIDERS[target], pair=pair, objective=objective,
+        return benchmark_models(models, data, seconds, provider=get_target(target).onnxruntime_provider, pair=pair, objective=objective,
                                 progress=progress)
 
 
