@@ -33,6 +33,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from quantmill.measure import gpu_memory_bandwidth_bytes_per_s  # noqa: E402
+
 # Published shapes (Llama-3-8B, Llama-3.2-1B); the vocabulary is the tiny Llama's
 # SentencePiece one (4096), the only tokenizer these machines have, which llama.cpp's
 # converter needs: the embedding and output layers are smaller than the real ones.
@@ -61,24 +64,6 @@ def gpu_name() -> str:
     driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
                             text=True).stdout.strip()
     return f"{props.name} (sm_{props.major}{props.minor}, {props.total_memory / 2**30:.0f} GiB, driver {driver})"
-
-
-def copy_bandwidth(gib: int = 4, repeats: int = 20) -> float:
-    """Return the best device-to-device copy bandwidth in bytes/s, counting bytes read and
-    written (STREAM's convention)."""
-    import torch
-
-    src = torch.empty(gib * 2**30 // 2, dtype=torch.bfloat16, device="cuda").normal_()
-    dst = torch.empty_like(src)
-    best = math.inf
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        dst.copy_(src)
-        end.record()
-        end.synchronize()
-        best = min(best, start.elapsed_time(end) / 1e3)
-    return 2 * src.numel() * src.element_size() / best
 
 
 def ratio_interval(candidate: list[float], baseline: list[float]) -> tuple[float, float, float]:
@@ -399,7 +384,7 @@ def main() -> None:
     Path(args.work).mkdir(parents=True, exist_ok=True)
     rows = Rows(args.out)
     gpu = gpu_name()
-    bandwidth = copy_bandwidth()
+    bandwidth = gpu_memory_bandwidth_bytes_per_s(gibibytes=4)
     log("GPU", gpu, "copy bandwidth", round(bandwidth / 1e12, 3), "TB/s (read + written)")
     if args.part == "torch":
         run_torch(args, rows, gpu, bandwidth)

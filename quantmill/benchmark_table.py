@@ -32,18 +32,18 @@ class TableRow:
 
 @dataclass(frozen=True)
 class MeasuredFormat:
-    """Every row of one family x hardware x format, aggregated: the medians of the drop,
-    compression and speedup, the speedup's lowest and highest measurement, n measurements,
-    and the sources."""
+    """Every row of one family x hardware x format, aggregated: the median speedup and its
+    lowest and highest measurement, the medians of the drop and compression, n
+    measurements, and the sources."""
 
     family: str
     hardware: str
     format: str
-    accuracy_drop: float
-    compression: float
     speedup: float
     speedup_low: float
     speedup_high: float
+    accuracy_drop: float
+    compression: float
     n: int
     sources: str
 

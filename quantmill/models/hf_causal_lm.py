@@ -24,16 +24,28 @@ WINDOWS = 32
 _CHARS_PER_TOKEN = 16
 
 
+def adds_bos(tokenizer) -> bool:
+    """Return whether the tokenizer's own configuration puts BOS before a text (its special
+    tokens, as `add_special_tokens=True` applies them): Llama and Gemma do, Qwen2 (which has
+    no BOS token) does not. llama.cpp follows the same setting (the converter writes it as
+    tokenizer.ggml.add_bos_token), so both runtimes see the same windows."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+
+
 def token_windows(model_dir: Path, text_path: Path, windows: int, window: int = WINDOW) -> np.ndarray:
     """Return up to `windows` consecutive windows of window+1 token ids of text_path,
-    tokenized with model_dir's own tokenizer, each starting with BOS."""
+    tokenized with model_dir's own tokenizer: each starting with BOS where the tokenizer adds
+    one (adds_bos), else window+1 tokens of text; never a stand-in for a BOS it lacks."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
-    text = text_path.read_text(encoding="utf-8")[: windows * window * _CHARS_PER_TOKEN]
+    text = text_path.read_text(encoding="utf-8")[: windows * (window + 1) * _CHARS_PER_TOKEN]
     ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
-    count = min(windows, len(ids) // window)
-    rows = [np.concatenate([[tokenizer.bos_token_id], ids[i * window:(i + 1) * window]]) for i in range(count)]
+    bos = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
+    step = window + 1 - len(bos)
+    count = min(windows, len(ids) // step)
+    rows = [np.asarray(bos + ids[i * step:(i + 1) * step].tolist(), dtype=np.int64) for i in range(count)]
     return np.stack(rows) if rows else np.zeros((0, window + 1), dtype=np.int64)
 
 

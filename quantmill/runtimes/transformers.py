@@ -24,11 +24,14 @@ DECODE_TOKENS = 64
 
 
 def logits(model_dir: Path, windows: np.ndarray) -> np.ndarray:
-    """Return float32 logits [windows, positions, vocab] of the safetensors model in model_dir."""
+    """Return float32 logits [windows, positions, vocab] of the safetensors model in
+    model_dir, computed in float32 whatever dtype the checkpoint stores (transformers 5
+    would otherwise compute a float16 checkpoint in float16: the reference is full precision)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False,
+                                                 dtype=torch.float32).eval()
     with torch.no_grad():
         return np.stack([model(input_ids=torch.from_numpy(w[None, :-1])).logits[0].float().numpy() for w in windows])
 
