@@ -29,6 +29,7 @@ from quantmill.models import get_kind, resolve_model
 from quantmill.models.hf_causal_lm import text_dataset
 from quantmill.runtimes import get_runtime
 from quantmill.state import quantmill_home
+from quantmill.targets import HOST
 from quantmill.zoo.tiny_llama import build_tiny_llama
 
 TABLE = SHIPPED_TABLE_DIR / "decoder_lm_cpu.csv"
@@ -42,9 +43,9 @@ def main() -> None:
     lm = build_tiny_llama(quantmill_home() / "models")
     model = resolve_model(str(lm.model_dir), "language-modeling", quantmill_home() / "work")
     kind = get_kind(model.kind)
-    formats = offered(model.kind, "cpu")
+    formats = offered(model.kind, HOST)
     runtimes = dict.fromkeys([baseline_for(model.kind).runtime, kind.reference_runtime, *(f.runtime for f in formats)])
-    hardware = local_cpu("; ".join(get_runtime(name).describe("cpu") for name in runtimes))
+    hardware = local_cpu("; ".join(get_runtime(name).describe(HOST) for name in runtimes))
     print(f"hardware: {hardware.describe()}")
     print(f"model: {lm.model_dir} held-out perplexity {lm.heldout_perplexity:.1f} (unigram {lm.unigram_perplexity:.1f})")
     print(f"memory bandwidth (numpy copy): {memory_bandwidth_bytes_per_s() / 1e9:.1f} GB/s")
@@ -74,7 +75,7 @@ def main() -> None:
         measured = {}
         for runtime in runtimes:
             group = {label: path for label, (name, path) in entries.items() if name == runtime}
-            measured |= get_runtime(runtime).benchmark(group, evaluation, "cpu", 0.0)
+            measured |= get_runtime(runtime).benchmark(group, evaluation, HOST, 0.0)
     same_runtime = {label: full[runtime][0] for label, (runtime, _) in entries.items()}
     fp32_bytes = sum(p.stat().st_size for p in model.path.glob("*.safetensors"))
     print("tg x full: decode tokens/s over full precision on the same runtime "
@@ -91,11 +92,11 @@ def main() -> None:
     if args.append_table:
         stamp = datetime.date.today().isoformat()
         rows = tuple(
-            TableRow("decoder-lm", "cpu", fmt.name, round(quality[fmt.name].accuracy_drop, 3),
+            TableRow("decoder-lm", HOST, fmt.name, round(quality[fmt.name].accuracy_drop, 3),
                      round(fp32_bytes / measured[fmt.name].size_bytes, 3),
                      round(measured[fmt.name].decode_tokens_per_s / measured[same_runtime[fmt.name]].decode_tokens_per_s, 3), 1,
                      f"benchmarks/decoder_lm_cpu.py on {hardware.cpu} {hardware.cores} cores "
-                     f"{'+'.join(hardware.isa)} {stamp} (tiny-llama; drop = % perplexity increase)")
+                     f"{'+'.join(hardware.isa)} {stamp} (tiny-llama; drop = % perplexity increase)", hardware.identity())
             for fmt in formats
         )
         append_rows(TABLE, rows)

@@ -22,6 +22,7 @@ from quantmill.metrics import get_metric
 from quantmill.models import get_kind, resolve_model
 from quantmill.runtimes import get_runtime
 from quantmill.state import quantmill_home
+from quantmill.targets import HOST
 from quantmill.zoo.digits import build_digits
 from quantmill.zoo.minilm import minilm_dir, write_text_sets
 
@@ -34,7 +35,7 @@ def main() -> None:
     parser.add_argument("--append-table", action="store_true")
     args = parser.parse_args()
     onnxruntime = get_runtime("onnxruntime")
-    hardware = local_cpu(onnxruntime.describe("cpu"))
+    hardware = local_cpu(onnxruntime.describe(HOST))
     data = quantmill_home() / "models"
     digits = build_digits(data / "digits")
     text_calibration, text_evaluation = write_text_sets(data / "text")
@@ -52,7 +53,7 @@ def main() -> None:
             calibration = stratified_subsample(kind.load_data(model, calibration_path), kind.policy.max_samples, 0)
             evaluation = kind.load_data(model, evaluation_path)
             reference = onnxruntime.outputs(model.path, evaluation)
-            formats = [f for f in offered(model.kind, "cpu") if f.runtime == onnxruntime.name]
+            formats = [f for f in offered(model.kind, HOST) if f.runtime == onnxruntime.name]
             workdir = Path(scratch) / name
             baseline = baseline_for(model.kind)
             paths, drops = {"fp32": baseline.quantize(model, baseline.default_options(hardware), None, workdir)}, {}
@@ -60,7 +61,7 @@ def main() -> None:
                 paths[fmt.name] = fmt.quantize(model, fmt.default_options(hardware), calibration, workdir)
                 outputs = onnxruntime.outputs(paths[fmt.name], evaluation)
                 drops[fmt.name] = get_metric(task).compare(reference, outputs, evaluation).accuracy_drop
-            measured = onnxruntime.benchmark(paths, evaluation, "cpu", args.seconds)
+            measured = onnxruntime.benchmark(paths, evaluation, HOST, args.seconds)
             base = measured["fp32"]
             print(f"\n{name} ({model.family}, {model.parameters:,} params)")
             print(f"  {'format':<20} {'thr b1 ratio':>12} {'thr b32 ratio':>13} {'size ratio':>10} {'drop pts':>9}")
@@ -71,9 +72,9 @@ def main() -> None:
                 size = bench.size_bytes / base.size_bytes
                 print(f"  {fmt.name:<20} {b1:>12.2f} {b32:>13.2f} {size:>10.3f} {drops[fmt.name]:>9.2f}")
                 rows.append(TableRow(
-                    model.family, "cpu", fmt.name, round(drops[fmt.name], 3), round(1 / size, 3), round(b32, 3), 1,
+                    model.family, HOST, fmt.name, round(drops[fmt.name], 3), round(1 / size, 3), round(b32, 3), 1,
                     f"benchmarks/onnx_cpu.py on {hardware.cpu} {hardware.cores} cores "
-                    f"{'+'.join(hardware.isa) or 'no-simd-flags'} {stamp} ({name})",
+                    f"{'+'.join(hardware.isa) or 'no-simd-flags'} {stamp} ({name})", hardware.identity(),
                 ))
     if args.append_table:
         append_rows(TABLE, tuple(rows))
