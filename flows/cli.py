@@ -13,8 +13,8 @@ from pathlib import Path
 from quantmill.errors import InputError, QuantmillError
 from quantmill.goal import goal_for
 from quantmill.isolation import stop_workers
-from quantmill.metrics import METRICS, budget_for, get_metric
-from quantmill.models import Model, get_kind, resolve_model
+from quantmill.metrics import METRICS, budget_for
+from quantmill.models import Model, prepare_data, resolve_model
 from quantmill.speed import OBJECTIVES, THROUGHPUT
 from quantmill.state import quantmill_home
 from quantmill.targets import HOST, TARGETS
@@ -102,9 +102,9 @@ def preflight(args: argparse.Namespace) -> Model:
     except OSError as err:
         raise InputError(args.out, f"cannot write there ({err.strerror or err})") from None
     model = resolve_model(args.model, args.task, quantmill_home() / "work")
-    kind = get_kind(model.kind)
-    kind.load_data(model, args.calibration_data)
-    get_metric(args.task).check(kind.load_data(model, args.eval_data), kind.classes(model))
+    # Prepared here once; the flow in this process takes them as they are.
+    prepare_data(model, args.calibration_data)
+    prepare_data(model, args.eval_data, args.task)
     return model
 
 

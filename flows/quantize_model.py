@@ -94,7 +94,7 @@ def quantize_model(
                 driver.failed(request, err)
 
     if driver.attempts:
-        models = {name: (name, quantize_attempt(name, ref, NoOptions(), None, work)) for name in driver.baselines(baseline_format)}
+        models = {f.name: (f.name, quantize_attempt(f, ref, NoOptions(), None, work)) for f in driver.baselines(baseline_format)}
         models |= driver.artifacts()
         measured = measure(ref, models, evaluation, eval_data, list(dict.fromkeys([target, *(benchmark_on or [])])),
                            benchmark_on is not None, benchmark_seconds, driver.judged(), objective, worker_wait_seconds)

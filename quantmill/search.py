@@ -16,7 +16,7 @@ from pathlib import Path
 
 from quantmill.attempts import Attempt
 from quantmill.benchmark import TargetBenchmarks
-from quantmill.formats import Candidate, Step, get_format
+from quantmill.formats import Candidate, Format, Step, get_format
 from quantmill.gate import SearchChoice, best_for_objective, chosen_attempt
 from quantmill.goal import Goal
 from quantmill.hardware import Hardware
@@ -26,10 +26,12 @@ from quantmill.metrics import Budget
 
 @dataclass(frozen=True)
 class MakeAttempt:
-    """Make attempt number index: quantize, evaluate and export step."""
+    """Make attempt number index: quantize, evaluate and export step, in format (the Format
+    step names)."""
 
     index: int
     step: Step
+    format: Format
 
     def describe(self) -> str:
         """Return the format and its options in words, e.g. 'gguf-q4_k_m Q4_K_M with imatrix'."""
@@ -40,7 +42,7 @@ class MakeAttempt:
 class ScanSensitivity:
     """Rank the layer groups of format quantized with options (a format that scans sensitivity)."""
 
-    format: str
+    format: Format
     options: object
 
 
@@ -116,7 +118,7 @@ class Driver:
             tried_here = [a for a in self.attempts if a.format == fmt.name]
             if fmt.scans_sensitivity and tried_here:
                 best = min(tried_here, key=lambda a: a.evaluation.accuracy_drop).options
-                scores = yield ScanSensitivity(fmt.name, best)
+                scores = yield ScanSensitivity(fmt, best)
                 if (yield from self._until_within(fmt.exclusion_steps(best, scores))) and not self.search_seconds:
                     return
         if not self.search_seconds:
@@ -141,15 +143,15 @@ class Driver:
         if (step.format, step.options) in self._tried:
             return None
         self._tried.add((step.format, step.options))
-        request = MakeAttempt(len(self.attempts) + len(self.failures) + 1, step)
+        request = MakeAttempt(len(self.attempts) + len(self.failures) + 1, step, get_format(step.format))
         self.log(f"attempt {request.index}: {request.describe()} ({step.reason})")
         outcome = yield request
         return outcome if isinstance(outcome, Attempt) else None
 
-    def baselines(self, primary: str) -> list[str]:
+    def baselines(self, primary: str) -> list[Format]:
         """Return the full-precision formats to benchmark beside the attempts: primary (the
         report's headline) and each attempt's own, once each."""
-        return list(dict.fromkeys([primary, *(a.baseline_format for a in self.attempts)]))
+        return [get_format(name) for name in dict.fromkeys([primary, *(a.baseline_format for a in self.attempts)])]
 
     def artifacts(self) -> dict[str, tuple[str, Path]]:
         """Return each attempt's (format, artifact path) by its label (its index)."""

@@ -20,8 +20,8 @@ from quantmill.metrics import get_metric
 from quantmill.models import Model, get_kind
 from quantmill.progress import terminal_line
 from quantmill.runtimes import get_runtime
-from quantmill.targets import HOST
 from quantmill.sensitivity import GroupScore
+from quantmill.targets import HOST
 
 
 @dataclass(frozen=True)

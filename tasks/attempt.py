@@ -22,11 +22,11 @@ def make_attempt(request: MakeAttempt, model: Model, calibration: Dataset, evalu
     """Return the attempt request asks for: quantized (cached), evaluated against reference
     and exported to run_out/attempts/. Raises what the tasks raise (a crashed worker's
     WorkerCrashed among them)."""
-    step = request.step
-    quantized = quantize_attempt(step.format, model, step.options, calibration, workdir)
-    result = evaluate_task(step.format, quantized, evaluation, reference, task_name)
+    step, fmt = request.step, request.format
+    quantized = quantize_attempt(fmt, model, step.options, calibration, workdir)
+    result = evaluate_task(fmt, quantized, evaluation, reference, task_name)
     artifact = export_task(
-        step.format, quantized, run_out / "attempts" / f"{request.index:02d}-{step.format}",
+        fmt, quantized, run_out / "attempts" / f"{request.index:02d}-{step.format}",
         artifact_metadata(step.format, step.options, model.uri, model.sha256, model.version, calibration.sha256),
     )
     return Attempt(request.index, step.format, step.options, step.reason, artifact, result, None,

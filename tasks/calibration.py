@@ -8,20 +8,15 @@ from prefect import task
 
 from quantmill.calibration import CalibrationVerdict, stratified_subsample, validate_calibration
 from quantmill.data import Dataset
-from quantmill.metrics import get_metric
-from quantmill.models import Model, get_kind
+from quantmill.models import Model, get_kind, prepare_data
 from tasks.policy import EPHEMERAL
 
 
 @task(name="load-data", **EPHEMERAL)
 def load_data_task(model: Model, path: Path, task_name: str | None = None) -> Dataset:
-    """Return the data set at path ready to feed model (its kind's loader), checked to be
-    scorable by task_name's metric when given."""
-    kind = get_kind(model.kind)
-    dataset = kind.load_data(model, path)
-    if task_name is not None:
-        get_metric(task_name).check(dataset, kind.classes(model))
-    return dataset
+    """Return the data set at path ready to feed model, checked to be scorable by
+    task_name's metric when given (models.prepare_data: once per process)."""
+    return prepare_data(model, path, task_name)
 
 
 @task(name="validate-calibration", timeout_seconds=1800, **EPHEMERAL)

@@ -8,7 +8,7 @@ import numpy as np
 from prefect import task
 
 from quantmill.data import Dataset
-from quantmill.formats import get_format
+from quantmill.formats import Format
 from quantmill.metrics import Evaluation, get_metric
 from quantmill.models import Model, get_kind
 from quantmill.runtimes import get_runtime
@@ -23,9 +23,9 @@ def reference_outputs_task(model: Model, evaluation: Dataset) -> np.ndarray:
 
 
 @task(name="evaluate", timeout_seconds=1800, **cached())
-def evaluate_task(format_name: str, quantized: Path, evaluation: Dataset, reference: np.ndarray, task_name: str) -> Evaluation:
+def evaluate_task(fmt: Format, quantized: Path, evaluation: Dataset, reference: np.ndarray, task_name: str) -> Evaluation:
     """Return the quantized model's Evaluation against the reference outputs, run by the
     format's evaluation runner and compared by the task's metric on the choosing half, with
     its confirmation on the other half."""
-    outputs = get_format(format_name).evaluation_runner()(quantized, evaluation)
+    outputs = fmt.evaluation_runner()(quantized, evaluation)
     return get_metric(task_name).evaluate(reference, outputs, evaluation)

@@ -7,11 +7,11 @@ from pathlib import Path
 from prefect import task
 
 from quantmill.exporters.artifact import ExportedArtifact, export_artifact
-from quantmill.formats import get_format
+from quantmill.formats import Format
 from tasks.policy import EPHEMERAL, retried
 
 
 @task(name="export", **retried(), **EPHEMERAL)
-def export_task(format_name: str, model: Path, destination: Path, metadata: dict) -> ExportedArtifact:
+def export_task(fmt: Format, model: Path, destination: Path, metadata: dict) -> ExportedArtifact:
     """Return the published artifact: the files its format says make it up (retried on I/O errors)."""
-    return export_artifact(model, get_format(format_name).artifact_files(model), destination, metadata)
+    return export_artifact(model, fmt.artifact_files(model), destination, metadata)

@@ -8,7 +8,7 @@ import numpy as np
 from prefect import task
 
 from quantmill.data import Dataset
-from quantmill.formats import get_format
+from quantmill.formats import Format
 from quantmill.isolation import in_worker
 from quantmill.metrics import get_metric
 from quantmill.models import Model
@@ -18,35 +18,33 @@ from tasks.progress import artifact_progress
 
 
 @task(name="quantize", timeout_seconds=1800, **cached(by_name=("workdir",)))
-def quantize_task(format_name: str, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
-    """Return the path of the model quantized to format_name with options, quantized in the
-    quantize worker process: a crash of the quantizer raises WorkerCrashed."""
-    return in_worker("quantize", f"quantizing {format_name}", get_format(format_name).quantize, model, options,
-                     calibration, workdir, progress=artifact_progress(f"quantize {format_name}: steps"))
+def quantize_task(fmt: Format, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
+    """Return the path of the model quantized to fmt with options, quantized in the quantize
+    worker process: a crash of the quantizer raises WorkerCrashed."""
+    return in_worker("quantize", f"quantizing {fmt.name}", fmt.quantize, model, options,
+                     calibration, workdir, progress=artifact_progress(f"quantize {fmt.name}: steps"))
 
 
-def quantize_attempt(format_name: str, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
+def quantize_attempt(fmt: Format, model: Model, options: object, calibration: Dataset | None, workdir: Path) -> Path:
     """Return the quantized model, from cache when the cached file is still there; a cache
     record whose file was deleted is refreshed, not trusted. Calibration data only counts
     (in the cache key too) for options that read it."""
-    fmt = get_format(format_name)
     calibration = calibration if fmt.uses_calibration(options) else None
     refresh = not fmt.output_path(model, options, calibration, workdir).exists()
-    return quantize_task.with_options(refresh_cache=refresh)(format_name, model, options, calibration, workdir)
+    return quantize_task.with_options(refresh_cache=refresh)(fmt, model, options, calibration, workdir)
 
 
 @task(name="sensitivity-scan", timeout_seconds=3600, **cached(by_name=("workdir",)))
 def sensitivity_task(
-    format_name: str, model: Model, options: object, calibration: Dataset, evaluation: Dataset,
+    fmt: Format, model: Model, options: object, calibration: Dataset, evaluation: Dataset,
     reference: np.ndarray, task_name: str, workdir: Path,
 ) -> tuple[GroupScore, ...]:
     """Return the format's layer groups ranked by the metric drop with only that group
     quantized, measured on the evaluation's choosing half (the scan chooses)."""
-    fmt = get_format(format_name)
     metric, outputs = get_metric(task_name), fmt.evaluation_runner()
 
     def score(path: Path) -> float:
         return metric.evaluate(reference, outputs(path, evaluation), evaluation).accuracy_drop
 
     return fmt.sensitivity(model, options, calibration, evaluation, score, workdir,
-                           artifact_progress(f"sensitivity scan of {format_name}: layer groups scored"))
+                           artifact_progress(f"sensitivity scan of {fmt.name}: layer groups scored"))

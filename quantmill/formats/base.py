@@ -61,6 +61,10 @@ class Format:
     candidate: bool = True
     scans_sensitivity: bool = False
 
+    def __repr__(self) -> str:
+        # Stable across processes: a task's cache key fingerprints its arguments by repr.
+        return f"{type(self).__name__}({self.name!r})"
+
     @property
     def targets(self) -> tuple[str, ...]:
         """Return the hardware targets offering this format's runtime."""

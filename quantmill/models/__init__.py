@@ -4,8 +4,10 @@ fingerprints and inspects its models, loads their data and says which task metri
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+from quantmill.data import Dataset
 from quantmill.errors import InputError, QuantmillError
 from quantmill.hashing import sha256_file, sha256_files
 from quantmill.models.base import Model, ModelKind
@@ -17,7 +19,7 @@ from quantmill.tracking.registry import REGISTRY_SCHEME
 # Most specific first: a causal LM directory is also a Hugging Face directory.
 KINDS: dict[str, ModelKind] = {k.name: k for k in (HfCausalLmKind(), HfEncoderKind(), OnnxKind())}
 
-__all__ = ["KINDS", "Model", "ModelKind", "get_kind", "register_source_model", "resolve_model"]
+__all__ = ["KINDS", "Model", "ModelKind", "get_kind", "prepare_data", "register_source_model", "resolve_model"]
 
 
 def get_kind(name: str) -> ModelKind:
@@ -25,6 +27,35 @@ def get_kind(name: str) -> ModelKind:
     if name not in KINDS:
         raise QuantmillError(f"unknown model kind {name!r}; known: {', '.join(KINDS)}")
     return KINDS[name]
+
+
+# Data sets prepared in this process, by model, file (and its size and modification time)
+# and task: the command line's checks and the flow that follows share one preparation.
+_PREPARED: dict[tuple, Dataset] = {}
+_PREPARED_LIMIT = 4
+_PREPARED_LOCK = threading.Lock()
+
+
+def prepare_data(model: Model, path: Path, task_name: str | None = None) -> Dataset:
+    """Return the data set at path ready to feed model (its kind's loader), checked to be
+    scorable by task_name's metric when given; prepared once per process for the same model
+    and unchanged file. Raises InputError naming the file."""
+    from quantmill.metrics import get_metric
+
+    stat = path.stat() if path.is_file() else None
+    key = (model.sha256, model.kind, str(path.resolve()), stat and (stat.st_size, stat.st_mtime_ns), task_name)
+    with _PREPARED_LOCK:
+        if stat is not None and key in _PREPARED:
+            return _PREPARED[key]
+    kind = get_kind(model.kind)
+    dataset = kind.load_data(model, path)
+    if task_name is not None:
+        get_metric(task_name).check(dataset, kind.classes(model))
+    with _PREPARED_LOCK:
+        while len(_PREPARED) >= _PREPARED_LIMIT:
+            _PREPARED.pop(next(iter(_PREPARED)))
+        _PREPARED[key] = dataset
+    return dataset
 
 
 def resolve_model(uri: str, task: str, workdir: Path) -> Model:
