@@ -33,9 +33,14 @@ PROMPT, DECODE = 128, 64
 def one(gguf: Path, repack: bool) -> dict:
     """Measure one GGUF in this process: a PROMPT-token batch evaluated (its logits must be
     finite), prompt tokens/s, and decode tokens/s over DECODE tokens."""
+    import ctypes
     import math
     import random
 
+    # A llama.cpp built here and loaded after numpy (whose wheel brings its own C++ runtime)
+    # segfaulted in init_tokenizer on the GPU machine's host; loaded first, it does not.
+    if os.environ.get("LLAMA_CPP_LIB_PATH"):
+        ctypes.CDLL(os.path.join(os.environ["LLAMA_CPP_LIB_PATH"], "libllama.so"), mode=ctypes.RTLD_GLOBAL)
     from quantmill.llama_buffers import load
 
     llm = load(gguf, repack, n_ctx=PROMPT + DECODE + 8, n_batch=PROMPT, n_threads=os.cpu_count(), logits_all=True)

@@ -17,13 +17,29 @@ from quantmill.hardware import local_cpu
 _LLAMA_LOAD = threading.Lock()
 
 
+# Whether a load with the extra buffer types crashed in this process's llama.cpp.
+_REPACK_CRASHED = threading.Event()
+
+
 def repack_weights(isa: tuple[str, ...]) -> bool:
-    """Return whether llama.cpp may move weights into its extra CPU buffer types on a CPU
-    with these features: not where it has AMX-INT8, where ggml's AMX matrix multiply
-    (ggml_backend_amx_mul_mat) segfaults on every quantized type at batches of more than a
-    few tokens (llama.cpp issue #20824; measured by benchmarks/llama_cpu_buffers.py);
-    elsewhere llama.cpp's default (repack)."""
-    return "amx_int8" not in isa
+    """Return whether llama.cpp should move weights into its extra CPU buffer types (its
+    repacked layouts; ggml's AMX buffer on a CPU with AMX-INT8): the fastest configuration
+    wherever it is correct, and llama.cpp's default. On the GPU machine's 16-core AMX Xeon
+    it evaluated every type correctly and made prompt processing up to 1.68x faster (Q8_0;
+    benchmarks/llama_cpu_buffers.py), while on a 2-core AMX Xeon ggml's AMX matrix multiply
+    segfaulted on every quantized type (llama.cpp issue #20824). The CPU's features cannot
+    tell the two apart, so the buffers stay on until a crash on an AMX CPU says otherwise
+    (after_crash), and off from then on in this process."""
+    return not ("amx_int8" in isa and _REPACK_CRASHED.is_set())
+
+
+def after_crash(isa: tuple[str, ...]) -> bool:
+    """Record that a llama.cpp process crashed with the extra buffer types on; return
+    whether to try again without them: on a CPU with AMX-INT8, the first time."""
+    if "amx_int8" not in isa or _REPACK_CRASHED.is_set():
+        return False
+    _REPACK_CRASHED.set()
+    return True
 
 
 @contextlib.contextmanager

@@ -26,8 +26,8 @@ from quantmill.data import Dataset
 from quantmill.errors import FormatUnavailable, InputError
 from quantmill.formats.base import FALLBACK, Format, Step
 from quantmill.hardware import Hardware, local_cpu
-from quantmill.isolation import run_command
-from quantmill.llama_buffers import repack_weights
+from quantmill.isolation import WorkerCrashed, run_command
+from quantmill.llama_buffers import after_crash, repack_weights
 from quantmill.models.base import Model
 from quantmill.progress import Progress
 
@@ -174,16 +174,23 @@ def compute_imatrix(f16_path: Path, model_dir: Path, calibration: Dataset, out_p
     text = out_path.with_suffix(".txt")
     with atomic_file(text) as tmp:
         tmp.write_text("\n".join(tokenizer.decode(w, skip_special_tokens=True) for w in windows))
+    command = [str(tools / "llama-imatrix"), "-m", str(f16_path), "-f", str(text), "-c", str(windows.shape[1]),
+               "--chunks", str(len(windows)), "--no-ppl", "-t", str(os.cpu_count() or 1)]
+    isa = local_cpu("llama.cpp").isa
     with atomic_file(out_path) as tmp:
-        _run_tool([str(tools / "llama-imatrix"), "-m", str(f16_path), "-f", str(text), "-o", str(tmp),
-                   "-c", str(windows.shape[1]), "--chunks", str(len(windows)), "--no-ppl",
-                   "-t", str(os.cpu_count() or 1), *_repack_flags()], f"llama-imatrix on {f16_path}")
+        try:
+            _run_tool([*command, "-o", str(tmp), *_repack_flags(isa)], f"llama-imatrix on {f16_path}")
+        except WorkerCrashed:
+            # Once more without the extra CPU buffer types, where they crashed (llama_buffers).
+            if not after_crash(isa):
+                raise
+            _run_tool([*command, "-o", str(tmp), *_repack_flags(isa)], f"llama-imatrix --no-repack on {f16_path}")
     return out_path
 
 
-def _repack_flags() -> list[str]:
+def _repack_flags(isa: tuple[str, ...]) -> list[str]:
     # The same CPU buffer choice as quantmill's own llama.cpp loads make.
-    return [] if repack_weights(local_cpu("llama.cpp").isa) else ["--no-repack"]
+    return [] if repack_weights(isa) else ["--no-repack"]
 
 
 def quantize_gguf_tool(f16_path: Path, out_path: Path, scheme: str, imatrix: Path | None = None,

@@ -15,7 +15,9 @@ import numpy as np
 
 from quantmill.data import Dataset
 from quantmill.errors import QuantmillError
+from quantmill.hardware import local_cpu
 from quantmill.isolation import WorkerCrashed, WorkerTimeout, run_command
+from quantmill.llama_buffers import repack_weights
 from quantmill.measure import bandwidth_bytes_per_s
 from quantmill.progress import Progress, planned_rounds
 from quantmill.speed import settled
@@ -139,7 +141,9 @@ def _run_worker(module: str, path: Path, prompt_tokens: int, decode_tokens: int,
                 preload: tuple[str, ...]) -> dict:
     start = ["-m", module] if not preload else [
         "-c", f"import {', '.join(preload)}, runpy; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"]
-    out = run_command([sys.executable, *start, str(path), str(prompt_tokens), str(decode_tokens), target],
+    # The measuring process loads llama.cpp's buffers as this process has learnt to (llama_buffers).
+    repack = "on" if repack_weights(local_cpu(module).isa) else "off"
+    out = run_command([sys.executable, *start, str(path), str(prompt_tokens), str(decode_tokens), target, repack],
                       f"{module} benchmark of {path.name}", WORKER_TIMEOUT_S)
     return json.loads(out.strip().splitlines()[-1])
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from quantmill.isolation import in_worker
-from quantmill.llama_buffers import load
+from quantmill.hardware import local_cpu
+from quantmill.isolation import WorkerCrashed, in_worker
+from quantmill.llama_buffers import after_crash, load, repack_weights
 from quantmill.measure import peak_rss_bytes
 from quantmill.runtimes.decode import DecodeRuntime
 from quantmill.targets import HOST, get_target
@@ -25,10 +26,11 @@ from quantmill.targets import HOST, get_target
 DECODE_TOKENS = 256
 
 
-def logits(gguf_path: Path, windows: np.ndarray) -> np.ndarray:
-    """Return float32 logits [windows, positions, vocab] of the GGUF model, through llama.cpp."""
+def logits(gguf_path: Path, windows: np.ndarray, repack: bool | None = None) -> np.ndarray:
+    """Return float32 logits [windows, positions, vocab] of the GGUF model, through llama.cpp
+    (its extra CPU buffer types as repack says, by default as llama_buffers chooses)."""
     positions = windows.shape[1] - 1
-    llm = load(gguf_path, n_ctx=positions, n_batch=positions, logits_all=True)
+    llm = load(gguf_path, repack, n_ctx=positions, n_batch=positions, logits_all=True)
     out = []
     for window in windows:
         llm.reset()
@@ -65,8 +67,18 @@ class LlamaCpp(DecodeRuntime):
 
     def logits(self, path: Path, windows: np.ndarray) -> np.ndarray:
         """Return the GGUF's logits through llama.cpp (logits), computed in this runtime's
-        worker process (quantmill.isolation): a crash there raises WorkerCrashed."""
-        return in_worker(self.name, f"llama.cpp evaluating {path.name}", logits, path, windows, preload=self.preload)
+        worker process (quantmill.isolation). A crash there with the extra CPU buffer types on
+        an AMX CPU is tried once more without them (llama_buffers.after_crash); otherwise it
+        raises WorkerCrashed."""
+        isa = local_cpu(self.name).isa
+        try:
+            return in_worker(self.name, f"llama.cpp evaluating {path.name}", logits, path, windows,
+                             repack_weights(isa), preload=self.preload)
+        except WorkerCrashed:
+            if not after_crash(isa):
+                raise
+        return in_worker(self.name, f"llama.cpp evaluating {path.name} without repacked weights", logits, path, windows,
+                         False, preload=self.preload)
 
     def unavailable(self, target: str) -> str | None:
         """Return why llama.cpp cannot run on target here, or None: a target that offloads

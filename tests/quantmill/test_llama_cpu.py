@@ -4,6 +4,8 @@ CPU buffer types chosen from this CPU's features."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ from quantmill.formats import baseline_for, get_format
 from quantmill.formats.base import NoOptions
 from quantmill.formats.gguf import FTYPES, GgufOptions
 from quantmill.hardware import local_cpu
-from quantmill.llama_buffers import repack_weights
+from quantmill.llama_buffers import after_crash, repack_weights
 from quantmill.metrics import compare_logits
 from quantmill.models import resolve_model
 from quantmill.models.hf_causal_lm import text_dataset
@@ -20,9 +22,16 @@ from quantmill.runtimes import get_runtime
 WINDOW = 160
 
 
-def test_ggml_amx_buffers_are_kept_off_on_amx_cpus_only():
-    assert repack_weights(("avx2", "avx512f", "avx512_vnni")) and repack_weights(("avx2",))
-    assert not repack_weights(("avx2", "avx512f", "avx512_vnni", "amx_int8"))
+def test_extra_buffers_stay_on_until_they_crash_on_an_amx_cpu(monkeypatch):
+    from quantmill import llama_buffers
+
+    monkeypatch.setattr(llama_buffers, "_REPACK_CRASHED", threading.Event())
+    amx, avx2 = ("avx2", "avx512f", "avx512_vnni", "amx_int8"), ("avx2",)
+    assert repack_weights(amx) and repack_weights(avx2), "llama.cpp's default, the fastest where correct"
+    assert not after_crash(avx2), "a crash elsewhere is not the AMX buffers' doing: no retry"
+    assert after_crash(amx) and not repack_weights(amx), "on an AMX CPU: once more without them, and off from then on"
+    assert not after_crash(amx), "a second crash without them is a crash"
+    assert repack_weights(avx2)
 
 
 @pytest.fixture(scope="module")
