@@ -32,6 +32,9 @@ from collections.abc import Callable
 from quantmill.errors import QuantmillError
 
 STDERR_LINES = 20
+# A call still running after this long is hung: its worker is killed (a task's own time
+# limit cannot stop a worker process, only the thread waiting for it).
+CALL_TIMEOUT_S = 1800
 _HEADER = struct.Struct("!Q")
 
 
@@ -153,11 +156,11 @@ class Worker:
                         continue
                     break
             except (EOFError, BrokenPipeError, OSError):
-                returncode = self._process.wait()
+                returncode, tail = self._process.wait(), self._tail()
                 self._close()
                 if fired.is_set():
                     raise WorkerTimeout(f"{what} ran past {timeout:g} s; its {self.name} worker was killed") from None
-                raise WorkerCrashed(f"{what} (its {self.name} worker)", returncode, self._tail()) from None
+                raise WorkerCrashed(f"{what} (its {self.name} worker)", returncode, tail) from None
             finally:
                 if timer:
                     timer.cancel()
@@ -171,6 +174,7 @@ class Worker:
                 os.close(fd)
             except OSError:
                 pass
+        self._stderr.close()
         self._process = None
 
     def stop(self) -> None:
@@ -225,9 +229,10 @@ def worker(name: str, preload: tuple[str, ...] = ()) -> Worker:
 
 
 def in_worker(name: str, what: str, fn: Callable, *args, preload: tuple[str, ...] = (),
-              progress: Callable[[int, int], None] | None = None, timeout: float | None = None, **kwargs):
-    """Return fn(*args, **kwargs) computed in the persistent worker called name (Worker.call).
-    Inside a worker it runs fn here: a worker's calls never start workers of their own."""
+              progress: Callable[[int, int], None] | None = None, timeout: float = CALL_TIMEOUT_S, **kwargs):
+    """Return fn(*args, **kwargs) computed in the persistent worker called name (Worker.call),
+    killed after timeout seconds. Inside a worker it runs fn here: a worker's calls never
+    start workers of their own."""
     if os.environ.get(_INSIDE) == "1":
         return fn(*args, **({**kwargs, "progress": progress} if progress is not None else kwargs))
     return worker(name, preload).call(what, fn, *args, progress=progress, timeout=timeout, **kwargs)
