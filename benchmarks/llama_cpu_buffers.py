@@ -59,6 +59,37 @@ def one(gguf: Path, repack: bool) -> dict:
     return {"prompt_tps": PROMPT / prompt_s, "decode_tps": DECODE / decode_s, "finite": finite}
 
 
+def quality(gguf: Path, repack: bool, text: Path, windows: int) -> dict:
+    """Return the GGUF's mean negative log-likelihood over `windows` windows of PROMPT tokens
+    of text (its own tokenizer; BOS where the GGUF says to add one) and its top-1 next token
+    at every position, in this process."""
+    import ctypes
+
+    if os.environ.get("LLAMA_CPP_LIB_PATH"):
+        ctypes.CDLL(os.path.join(os.environ["LLAMA_CPP_LIB_PATH"], "libllama.so"), mode=ctypes.RTLD_GLOBAL)
+    import numpy as np
+
+    from quantmill.llama_buffers import load
+
+    llm = load(gguf, repack, n_ctx=PROMPT, n_batch=PROMPT, n_threads=os.cpu_count(), logits_all=True)
+    bos = [llm.token_bos()] if llm._model.add_bos_token() else []
+    ids = llm.tokenize(text.read_text(encoding="utf-8").encode(), add_bos=False, special=False)
+    step = PROMPT - len(bos)
+    nll, tokens, top = 0.0, 0, []
+    for i in range(min(windows, len(ids) // step)):
+        window = bos + ids[i * step:(i + 1) * step]
+        llm.reset()
+        llm.eval(window)
+        logits = np.asarray(llm.scores[:len(window) - 1], dtype=np.float64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        targets = np.asarray(window[1:])
+        nll -= float(log_probs[np.arange(len(targets)), targets].sum())
+        tokens += len(targets)
+        top += logits.argmax(axis=1).tolist()
+    return {"mean_nll": nll / tokens, "tokens": tokens, "top": top, "size_bytes": gguf.stat().st_size}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--one", nargs=2, metavar=("GGUF", "REPACK"))
@@ -66,9 +97,16 @@ def main() -> int:
     parser.add_argument("--build", action="append", default=[], help="NAME=LIBDIR (LLAMA_CPP_LIB_PATH)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--quality", nargs=3, metavar=("GGUF", "REPACK", "TEXT"), help="one GGUF's perplexity (a child)")
+    parser.add_argument("--text", type=Path, help="prose for perplexity and same-top-token rate against F16")
+    parser.add_argument("--windows", type=int, default=24)
+    parser.add_argument("--rows", type=Path, help="write benchmark-table rows (decoder-lm, cpu) to this CSV")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(Path(args.one[0]), args.one[1] == "on")))
+        return 0
+    if args.quality:
+        print(json.dumps(quality(Path(args.quality[0]), args.quality[1] == "on", Path(args.quality[2]), args.windows)))
         return 0
     cpu = local_cpu("llama.cpp")
     print(f"cpu: {cpu.cpu}, {cpu.cores} cores, {' '.join(cpu.isa)}", flush=True)
@@ -114,9 +152,54 @@ def main() -> int:
                          f"decode {tg:7.1f} tok/s ({r['decode_spread'][0]:.1f}-{r['decode_spread'][1]:.1f})  "
                          f"finite {r['finite']}{ratio}")
     print("\n".join(lines))
+    if args.text:
+        lines += _quality_rows(args, ggufs, builds, results, cpu)
     if args.out:
         args.out.write_text(json.dumps({"cpu": cpu.describe(), "results": results, "rounds": args.rounds}, indent=1))
     return 0
+
+
+def _quality_rows(args, ggufs: list[Path], builds: dict, results: dict, cpu) -> list[str]:
+    """Measure each GGUF's perplexity on args.text with the first build and the buffers as
+    quantmill chooses them here (on), print it beside F16's with the same-top-token rate and
+    the decode ratio over F16 measured above, and write benchmark-table rows to args.rows."""
+    import math
+
+    from quantmill.benchmark_table import TableRow, append_rows
+
+    build = next(iter(builds))
+    env = {**os.environ, "LLAMA_CPP_LIB_PATH": builds[build]}
+    measured = {}
+    for gguf in ggufs:
+        out = run_command([sys.executable, __file__, "--quality", str(gguf), "on", str(args.text),
+                           "--windows", str(args.windows)], f"perplexity of {gguf.stem}", 1800, env)
+        measured[gguf] = json.loads(out.splitlines()[-1])
+    reference = next(g for g in ggufs if g.stem.endswith("F16"))
+    base = measured[reference]
+    decode = {g: statistics.median(x["decode_tps"] for x in results[f"{g.stem} {build} repack-on"]["runs"]) for g in ggufs}
+    lines = [f"perplexity on {args.text.name}, {base['tokens']} tokens, {build}, buffers on:"]
+    rows = []
+    for gguf in ggufs:
+        m = measured[gguf]
+        ppl = math.exp(m["mean_nll"])
+        increase = 100 * (ppl / math.exp(base["mean_nll"]) - 1)
+        same = 100 * sum(a == b for a, b in zip(m["top"], base["top"])) / len(base["top"])
+        speedup = decode[gguf] / decode[reference]
+        lines.append(f"{gguf.stem:<28} ppl {ppl:8.3f}  {increase:+7.2f} %  same top token {same:6.2f} %  "
+                     f"decode {speedup:.2f}x F16")
+        if gguf != reference:
+            scheme = gguf.stem.rsplit("-", 1)[1].lower()
+            rows.append(TableRow(
+                "decoder-lm", "cpu", f"gguf-{scheme}", round(increase, 3), round(base["size_bytes"] / m["size_bytes"], 3),
+                round(speedup, 3), 1,
+                f"benchmarks/llama_cpu_buffers.py on {cpu.cpu} {cpu.cores} cores {'+'.join(cpu.isa)} "
+                f"{time.strftime('%Y-%m-%d')} (SmolLM2-135M-Instruct requantized from its Q4_1 GGUF, F16 the reference; "
+                f"drop = % perplexity increase over {base['tokens']} tokens of {args.text.name}; speedup = decode, "
+                f"llama.cpp extra buffers on)", cpu.identity()))
+    print("\n".join(lines), flush=True)
+    if args.rows and rows:
+        append_rows(args.rows, tuple(rows))
+    return lines
 
 
 if __name__ == "__main__":

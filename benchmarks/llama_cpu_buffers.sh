@@ -42,6 +42,7 @@ run)
   ls -la /tmp/amx/gguf
   PYTHONPATH=/tmp/amx/py python3 benchmarks/llama_cpu_buffers.py --gguf-dir /tmp/amx/gguf \
     --build native-amx="$NATIVE" --build no-amx="$NOAMX" --rounds "${ROUNDS:-3}" --out "$OUT/llama_cpu_buffers.json" \
+    --text "$(python3 -c 'import pydoc_data.topics as t; print(t.__file__)')" --rows "$OUT/decoder_lm_cpu_rows.csv" \
     2>&1 | tee "$OUT/llama_cpu_buffers.log"
   ;;
 esac

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def same_machine(identity: str, other: str) -> bool:
     def key(text: str) -> tuple:
         parts = [p.strip() for p in text.split("|")]
         accelerator = parts[:-2]
-        maker = parts[-2].split()[0].lower() if len(parts) >= 2 and parts[-2] else ""
+        maker = re.sub(r"\((r|tm)\)", "", parts[-2].split()[0].lower()) if len(parts) >= 2 and parts[-2] else ""
         return tuple(accelerator), maker, frozenset(parts[-1].split())
 
     return key(identity) == key(other)
