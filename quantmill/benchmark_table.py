@@ -141,9 +141,12 @@ def run_rows(report: dict) -> tuple[TableRow, ...]:
     return tuple(rows)
 
 
+_SHOWN = ("family", "hardware", "format", "accuracy_drop", "compression", "speedup", "speedup_low", "speedup_high", "n")
+
+
 def format_table(measured: tuple[MeasuredFormat, ...]) -> str:
     """Return the aggregated table as text, one line per family x hardware x format."""
     if not measured:
         return "no measured rows"
-    frame = pd.DataFrame([asdict(m) for m in measured]).drop(columns="sources")
+    frame = pd.DataFrame([asdict(m) for m in measured])[list(_SHOWN)]
     return frame.to_string(index=False, float_format="{:.3f}".format)
