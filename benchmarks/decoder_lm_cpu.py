@@ -15,12 +15,11 @@ appends decoder-lm rows to benchmark_tables/decoder_lm_cpu.csv.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import tempfile
 from pathlib import Path
 
-from quantmill.benchmark_table import SHIPPED_TABLE_DIR, TableRow, append_rows
+from quantmill.benchmark_table import SHIPPED_TABLE_DIR, TableRow, append_rows, table_script_parser
 from quantmill.formats import baseline_for, offered
 from quantmill.hardware import local_cpu
 from quantmill.measure import memory_bandwidth_bytes_per_s
@@ -36,9 +35,8 @@ TABLE = SHIPPED_TABLE_DIR / "decoder_lm_cpu.csv"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = table_script_parser(__doc__)
     parser.add_argument("--windows", type=int, default=64, help="held-out windows of 128 tokens for perplexity")
-    parser.add_argument("--append-table", action="store_true")
     args = parser.parse_args()
     lm = build_tiny_llama(quantmill_home() / "models")
     model = resolve_model(str(lm.model_dir), "language-modeling", quantmill_home() / "work")
@@ -92,7 +90,7 @@ def main() -> None:
     if args.append_table:
         stamp = datetime.date.today().isoformat()
         rows = tuple(
-            TableRow("decoder-lm", HOST, fmt.name, round(quality[fmt.name].accuracy_drop, 3),
+            TableRow("decoder-lm", HOST.name, fmt.name, round(quality[fmt.name].accuracy_drop, 3),
                      round(fp32_bytes / measured[fmt.name].size_bytes, 3),
                      round(measured[fmt.name].decode_tokens_per_s / measured[same_runtime[fmt.name]].decode_tokens_per_s, 3), 1,
                      f"benchmarks/decoder_lm_cpu.py on {hardware.cpu} {hardware.cores} cores "

@@ -38,10 +38,11 @@ from gpu import SHAPES, VOCAB, gpu_name  # noqa: E402
 
 from quantmill.benchmark import benchmark_target  # noqa: E402
 from quantmill.benchmark_table import SHIPPED_TABLE_DIR, TableRow, aggregate, append_rows, load_table  # noqa: E402
-from quantmill.formats import baseline_for, offered  # noqa: E402
+from quantmill.formats import baseline_for, get_format, offered  # noqa: E402
 from quantmill.hardware import local_cpu  # noqa: E402
 from quantmill.models import get_kind, resolve_model  # noqa: E402
 from quantmill.speed import compare  # noqa: E402
+from quantmill.targets import get_target  # noqa: E402
 
 KIND = "hf-causal-lm"
 # llama.cpp's scheme names; the formats themselves come from quantmill's registry, the
@@ -52,7 +53,7 @@ SCHEMES = ("Q8_0", "Q4_K_M")
 def gguf_formats() -> tuple:
     """Return the F16 baseline and the formats of SCHEMES that the gpu target offers."""
     host = local_cpu("")
-    by_scheme = {getattr(f.default_options(host), "scheme", None): f for f in offered(KIND, "gpu")}
+    by_scheme = {getattr(f.default_options(host), "scheme", None): f for f in offered(KIND, get_target("gpu"))}
     return (baseline_for(KIND, "llama.cpp"), *(by_scheme[s] for s in SCHEMES))
 
 
@@ -118,7 +119,7 @@ def measure(model, files: dict[str, Path], heldout: Path, target: str, via_flow:
             str(heldout), judged=[judged, baseline]))
     else:
         data = get_kind(model.kind).load_data(model, heldout)
-        measured = benchmark_target(target, {name: ("llama.cpp", path) for name, path in files.items()}, data,
+        measured = benchmark_target(get_target(target), {name: (get_format(name), path) for name, path in files.items()}, data,
                                     judged=(judged, baseline))
     if not measured.measured:
         return {"target": target, "reason": measured.reason}

@@ -9,12 +9,11 @@ benchmark_tables/onnx_cpu.csv, which format selection reads.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import tempfile
 from pathlib import Path
 
-from quantmill.benchmark_table import SHIPPED_TABLE_DIR, TableRow, append_rows
+from quantmill.benchmark_table import SHIPPED_TABLE_DIR, TableRow, append_rows, table_script_parser
 from quantmill.calibration import stratified_subsample
 from quantmill.formats import baseline_for, offered
 from quantmill.hardware import local_cpu
@@ -30,9 +29,8 @@ TABLE = SHIPPED_TABLE_DIR / "onnx_cpu.csv"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = table_script_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per batch size and round")
-    parser.add_argument("--append-table", action="store_true")
     args = parser.parse_args()
     onnxruntime = get_runtime("onnxruntime")
     hardware = local_cpu(onnxruntime.describe(HOST))
@@ -72,7 +70,7 @@ def main() -> None:
                 size = bench.size_bytes / base.size_bytes
                 print(f"  {fmt.name:<20} {b1:>12.2f} {b32:>13.2f} {size:>10.3f} {drops[fmt.name]:>9.2f}")
                 rows.append(TableRow(
-                    model.family, HOST, fmt.name, round(drops[fmt.name], 3), round(1 / size, 3), round(b32, 3), 1,
+                    model.family, HOST.name, fmt.name, round(drops[fmt.name], 3), round(1 / size, 3), round(b32, 3), 1,
                     f"benchmarks/onnx_cpu.py on {hardware.cpu} {hardware.cores} cores "
                     f"{'+'.join(hardware.isa) or 'no-simd-flags'} {stamp} ({name})", hardware.identity(),
                 ))

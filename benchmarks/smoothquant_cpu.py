@@ -31,6 +31,7 @@ from quantmill.metrics import get_metric
 from quantmill.models import get_kind, resolve_model
 from quantmill.runtimes import get_runtime
 from quantmill.state import quantmill_home
+from quantmill.targets import HOST
 from quantmill.zoo.minilm import minilm_dir, write_text_sets
 
 
@@ -40,7 +41,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per batch size and round")
     args = parser.parse_args()
     onnxruntime = get_runtime("onnxruntime")
-    hardware = local_cpu(onnxruntime.describe("cpu"))
+    hardware = local_cpu(onnxruntime.describe(HOST))
     calibration_path, evaluation_path = write_text_sets(quantmill_home() / "models" / "text")
     model = resolve_model(str(minilm_dir()), "embedding", quantmill_home() / "work")
     kind = get_kind(model.kind)
@@ -65,7 +66,7 @@ def main() -> None:
         fp32 = baseline_for(model.kind)
         timed = {"fp32": fp32.quantize(model, fp32.default_options(hardware), None, workdir),
                  "static": paths["static"], best: paths[best], "dynamic": paths["dynamic"]}
-        measured = onnxruntime.benchmark(timed, evaluation, "cpu", args.seconds)
+        measured = onnxruntime.benchmark(timed, evaluation, HOST, args.seconds)
         base = measured["fp32"]
         print(f"\n{'':<16} {'drop pts':>8} {'thr b1 x fp32':>13} {'thr b32 x fp32':>14}")
         for label in ("static", best, "dynamic"):

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from prefect import flow
 
+from quantmill.formats import get_format
 from quantmill.models import Model
+from quantmill.targets import get_target
 from tasks.benchmark import benchmark_task
 from tasks.calibration import load_data_task
 
@@ -24,6 +26,7 @@ def benchmark_on_hardware(
     that cannot run target returns no figures and the reason."""
     source = Model.from_dict(model)
     data = load_data_task(source, Path(eval_data))
-    entries = {label: (entry["format"], Path(entry["path"])) for label, entry in models.items()}
-    return benchmark_task(target, entries, data, benchmark_seconds, tuple(judged) if judged else None,
+    # Deployment parameters are JSON: names become the target and formats here, once.
+    entries = {label: (get_format(entry["format"]), Path(entry["path"])) for label, entry in models.items()}
+    return benchmark_task(get_target(target), entries, data, benchmark_seconds, tuple(judged) if judged else None,
                           objective).to_dict()

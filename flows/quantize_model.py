@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 
 from quantmill.benchmark_table import SHIPPED_TABLE_DIR
 from quantmill.calibration import FAIL
-from quantmill.formats import NoOptions, baseline_for
+from quantmill.formats import NoOptions, baseline_for, get_format
 from quantmill.goal import goal_for
 from quantmill.metrics import budget_for
 from quantmill.models import Model
@@ -18,7 +18,7 @@ from quantmill.report import build_report
 from quantmill.search import Driver, ScanSensitivity
 from quantmill.speed import check_objective
 from quantmill.state import output_dir, quantmill_home, run_dir
-from quantmill.targets import HOST
+from quantmill.targets import HOST, targets_for
 from tasks.attempt import make_attempt
 from tasks.benchmark import hardware_task, measure
 from tasks.calibration import load_data_task, subsample_task, validate_calibration_task
@@ -33,7 +33,7 @@ from tasks.select import select_formats_task
 @flow(name="quantize-model", persist_result=True, result_serializer="json")
 def quantize_model(
     model: str, task: str, calibration_data: str, eval_data: str,
-    target: str = HOST,
+    target: str = HOST.name,
     max_accuracy_drop: float | None = None,
     max_ppl_increase: float | None = None,
     max_kld: float | None = None,
@@ -67,12 +67,13 @@ def quantize_model(
     goal = goal_for(max_size_mb, max_bits_per_weight, max_latency_ms, search_seconds)
     out = output_dir(out_dir)
     run_out = run_dir(out, str(flow_run.id))
+    targets = targets_for(target, benchmark_on)
     ref = Model.from_dict(resolved) if resolved else resolve_model_task(model, task, quantmill_home() / "work")
     # The kind's primary baseline (the report's headline); each attempt is measured against
     # full precision on its own runtime.
     baseline_format = baseline_for(ref.kind).name
-    candidates = select_formats_task(ref, target, budget, Path(table_dir))
-    hardware = hardware_task([baseline_format, *(c.format for c in candidates)])
+    candidates = select_formats_task(ref, targets[0], budget, Path(table_dir))
+    hardware = hardware_task([get_format(name) for name in [baseline_format, *(c.format for c in candidates)]])
     calibration = load_data_task(ref, Path(calibration_data))
     evaluation = load_data_task(ref, Path(eval_data), task)
     verdict = validate_calibration_task(ref, calibration, evaluation)
@@ -94,18 +95,17 @@ def quantize_model(
                 driver.failed(request, err)
 
     if driver.attempts:
-        models = {f.name: (f.name, quantize_attempt(f, ref, NoOptions(), None, work)) for f in driver.baselines(baseline_format)}
+        models = {f.name: (f, quantize_attempt(f, ref, NoOptions(), None, work)) for f in driver.baselines(baseline_format)}
         models |= driver.artifacts()
-        measured = measure(ref, models, evaluation, eval_data, list(dict.fromkeys([target, *(benchmark_on or [])])),
-                           benchmark_on is not None, benchmark_seconds, driver.judged(), objective, worker_wait_seconds)
-        primary = next(m for m in measured if m.target == target)
-        driver.benchmarked(primary)
+        measured = measure(ref, models, evaluation, eval_data, targets, benchmark_on is not None, benchmark_seconds,
+                           driver.judged(), objective, worker_wait_seconds)
+        driver.benchmarked(primary := measured[0])  # targets[0] is the run's own target
         if primary.measured and driver.attempts:
             hardware, baseline = primary.hardware, primary.benchmarks.get(baseline_format)
             search = driver.pick(objective, goal, ref.parameters)
         if search is not None:
             again = driver.confirming(search)
-            driver.confirmed(search, measure(ref, {label: models[label] for label in again}, evaluation, eval_data, [target],
+            driver.confirmed(search, measure(ref, {label: models[label] for label in again}, evaluation, eval_data, targets[:1],
                                              benchmark_on is not None, benchmark_seconds, again, objective,
                                              worker_wait_seconds, "-confirm")[0])
 

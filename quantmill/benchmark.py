@@ -8,11 +8,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from quantmill.data import Dataset
+from quantmill.formats.base import Format
 from quantmill.hardware import Hardware, HardwareUnavailable, local_hardware
 from quantmill.isolation import failure_details
 from quantmill.progress import Progress
 from quantmill.runtimes import get_runtime
 from quantmill.speed import THROUGHPUT
+from quantmill.targets import Target
 
 
 @dataclass(frozen=True)
@@ -55,35 +57,36 @@ class TargetBenchmarks:
 
 
 def benchmark_target(
-    target: str, models: dict[str, tuple[str, Path]], data: Dataset, seconds_per_batch: float = 1.0,
+    target: Target, models: dict[str, tuple[Format, Path]], data: Dataset, seconds_per_batch: float = 1.0,
     judged: tuple[str, str] | None = None, objective: str = THROUGHPUT,
     progress_for: Callable[[str], Progress] | None = None,
 ) -> TargetBenchmarks:
-    """Return the labelled models, each given as (runtime name, path), measured on this
-    machine for target, the models of one runtime taking turns in one session of its
-    harness, which measures until judged (the label of the attempt the gate will judge, and
-    its baseline's) is settled beyond the noise on the figure objective judges; or, when
-    this worker cannot run target or one of the runtimes on it, a TargetBenchmarks with the
-    reason and no figures. progress_for(runtime name), when given, returns the Progress
-    that hears that runtime's rounds. A model whose measuring process crashed is left out
-    of the figures and named in failed; the others are measured as usual.
+    """Return the labelled models, each given as (format, path), measured on this machine for
+    target by their formats' benchmark runners, the models of one runtime taking turns in one
+    session of its harness, which measures until judged (the label of the attempt the gate
+    will judge, and its baseline's) is settled beyond the noise on the figure objective
+    judges; or, when this worker cannot run target or one of the runtimes on it, a
+    TargetBenchmarks with the reason and no figures. progress_for(runtime name), when given,
+    returns the Progress that hears that runtime's rounds. A model whose measuring process
+    crashed is left out of the figures and named in failed; the others are measured as usual.
     """
-    used = list(dict.fromkeys(runtime for runtime, _ in models.values()))
-    runtime_reasons = [reason for name in used if (reason := get_runtime(name).unavailable(target))]
+    runner = {label: fmt.benchmark_runner() for label, (fmt, _) in models.items()}
+    used = list({r.name: r for r in runner.values()}.values())
+    runtime_reasons = [reason for runtime in used if (reason := runtime.unavailable(target))]
     try:
-        hardware = local_hardware(target, "; ".join(get_runtime(name).describe(target) for name in used))
+        hardware = local_hardware(target, "; ".join(runtime.describe(target) for runtime in used))
     except HardwareUnavailable as err:
-        return TargetBenchmarks(target, {}, reason="; ".join([str(err), *runtime_reasons]))
+        return TargetBenchmarks(target.name, {}, reason="; ".join([str(err), *runtime_reasons]))
     if runtime_reasons:
-        return TargetBenchmarks(target, {}, hardware=hardware, reason="; ".join(runtime_reasons))
+        return TargetBenchmarks(target.name, {}, hardware=hardware, reason="; ".join(runtime_reasons))
     measured = {}
-    for name in used:
-        group = {label: path for label, (runtime, path) in models.items() if runtime == name}
+    for runtime in used:
+        group = {label: path for label, (_, path) in models.items() if runner[label].name == runtime.name}
         pair = judged if judged is not None and set(judged) <= set(group) else None
-        progress = None if progress_for is None else progress_for(name)
-        measured |= get_runtime(name).benchmark(group, data, target, seconds_per_batch, pair, objective, progress=progress)
+        progress = None if progress_for is None else progress_for(runtime.name)
+        measured |= runtime.benchmark(group, data, target, seconds_per_batch, pair, objective, progress=progress)
     failed = {label: {"reason": f"{type(err).__name__}: {err}", **failure_details(err)}
               for label, err in measured.items() if isinstance(err, Exception)}
-    return TargetBenchmarks(target, {label: measured[label] for label in models if label not in failed}, hardware,
-                            runtimes={label: runtime for label, (runtime, _) in models.items() if label not in failed},
+    return TargetBenchmarks(target.name, {label: measured[label] for label in models if label not in failed}, hardware,
+                            runtimes={label: runner[label].name for label in models if label not in failed},
                             failed=failed)

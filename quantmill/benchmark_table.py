@@ -3,6 +3,7 @@ model family x hardware x format -> accuracy drop, compression, speedup."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -73,6 +74,15 @@ def load_table(directory: Path) -> tuple[TableRow, ...]:
                 except ValueError as err:
                     raise InputError(path, f"line {number}: {err}") from None
     return tuple(rows)
+
+
+def table_script_parser(doc: str | None) -> argparse.ArgumentParser:
+    """Return the argument parser of a benchmark script that measures table rows (doc, its
+    docstring, as the help): it has --append-table, which appends the rows it measured to
+    its shipped table."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--append-table", action="store_true", help="append the measured rows to the shipped table")
+    return parser
 
 
 def append_rows(path: Path, rows: tuple[TableRow, ...]) -> None:

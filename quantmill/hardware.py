@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from quantmill.errors import QuantmillError
-from quantmill.targets import HOST
+from quantmill.targets import HOST, Target
 
 
 class HardwareUnavailable(QuantmillError):
@@ -80,19 +80,16 @@ def local_cpu(runtime: str) -> Hardware:
                 flags = set(value.split())
                 break
     return Hardware(
-        target=HOST, cpu=model, cores=os.cpu_count() or 1,
+        target=HOST.name, cpu=model, cores=os.cpu_count() or 1,
         isa=tuple(flag for flag in _ISA if flag in flags),
         runtime=runtime,
     )
 
 
-def local_hardware(target: str, runtime: str) -> Hardware:
+def local_hardware(target: Target, runtime: str) -> Hardware:
     """Return this machine's Hardware for target, stating runtime (the runtimes that measure
     on it). Raises HardwareUnavailable when the target's probe says this worker lacks it."""
-    from quantmill.targets import get_target
-
-    found = get_target(target)
-    reason = found.unavailable()
+    reason = target.unavailable()
     if reason is not None:
         raise HardwareUnavailable(reason)
-    return replace(local_cpu(runtime), target=target, accelerator=found.accelerator())
+    return replace(local_cpu(runtime), target=target.name, accelerator=target.accelerator())

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from quantmill.targets import Target
+
 
 def peak_rss_bytes() -> int:
     """Return this process's peak resident memory in bytes."""
@@ -59,13 +61,11 @@ def gpu_memory_bandwidth_bytes_per_s(gibibytes: int = 2, repeats: int = 20) -> f
     return 2 * source.numel() * source.element_size() / best
 
 
-def bandwidth_bytes_per_s(target: str) -> float:
+def bandwidth_bytes_per_s(target: Target) -> float:
     """Return the measured memory bandwidth that bounds decoding on target: the GPU's where
     the target decodes from GPU memory, else the host's. Raises RuntimeError when the GPU's
     cannot be measured."""
-    from quantmill.targets import get_target
-
-    if get_target(target).decode_memory != "gpu":
+    if target.decode_memory != "gpu":
         return memory_bandwidth_bytes_per_s()
     # In a process of its own, so that no CUDA context or cached GPU memory stays in the
     # process that starts the benchmark workers.

@@ -153,9 +153,9 @@ class Driver:
         report's headline) and each attempt's own, once each."""
         return [get_format(name) for name in dict.fromkeys([primary, *(a.baseline_format for a in self.attempts)])]
 
-    def artifacts(self) -> dict[str, tuple[str, Path]]:
+    def artifacts(self) -> dict[str, tuple[Format, Path]]:
         """Return each attempt's (format, artifact path) by its label (its index)."""
-        return {str(a.index): (a.format, a.artifact.path) for a in self.attempts}
+        return {str(a.index): (get_format(a.format), a.artifact.path) for a in self.attempts}
 
     def judged(self) -> tuple[str, str] | None:
         """Return the labels (attempt, its baseline) whose speed the benchmark must settle:

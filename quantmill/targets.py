@@ -82,7 +82,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            onnxruntime_provider="CUDAExecutionProvider", llama_gpu_layers=-1, decode_memory="gpu"),
 )}
 # The target every worker has: its own CPU, where evaluation runs and the flow describes itself.
-HOST = "cpu"
+HOST = TARGETS["cpu"]
 
 
 def get_target(name: str) -> Target:
@@ -90,3 +90,9 @@ def get_target(name: str) -> Target:
     if name not in TARGETS:
         raise QuantmillError(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
     return TARGETS[name]
+
+
+def targets_for(primary: str, others: list[str] | None = None) -> tuple[Target, ...]:
+    """Return the targets called primary (first) and others, each once. Raises
+    QuantmillError for an unknown name."""
+    return tuple(get_target(name) for name in dict.fromkeys([primary, *(others or [])]))

@@ -14,12 +14,12 @@ from prefect.states import Cancelled
 
 from quantmill.benchmark import TargetBenchmarks, benchmark_target
 from quantmill.data import Dataset
-from quantmill.formats import get_format
+from quantmill.formats.base import Format
 from quantmill.hardware import Hardware, local_cpu
 from quantmill.models import Model
 from quantmill.runtimes import get_runtime
 from quantmill.speed import THROUGHPUT
-from quantmill.targets import HOST, get_target
+from quantmill.targets import HOST, Target
 from tasks.policy import EPHEMERAL, retried
 from tasks.progress import artifact_progress
 
@@ -29,22 +29,21 @@ _POLL_SECONDS = 2.0
 
 @task(name="benchmark", timeout_seconds=1800, **EPHEMERAL)
 def benchmark_task(
-    target: str, models: dict[str, tuple[str, Path]], data: Dataset, seconds_per_batch: float,
+    target: Target, models: dict[str, tuple[Format, Path]], data: Dataset, seconds_per_batch: float,
     judged: tuple[str, str] | None = None, objective: str = THROUGHPUT,
 ) -> TargetBenchmarks:
-    """Return the labelled models, each given as (format name, path), measured by their
-    formats' benchmark runners on this machine's hardware for target (or the reason it
-    cannot), until judged (the attempt the gate will judge, and its baseline) is settled on
-    the figure objective judges."""
-    runtimes = {label: (get_format(name).benchmark_runner().name, Path(path)) for label, (name, path) in models.items()}
-    return benchmark_target(target, runtimes, data, seconds_per_batch, judged, objective,
-                            lambda runtime: artifact_progress(f"benchmark on {target}, {runtime}: rounds"))
+    """Return the labelled models, each given as (format, path), measured by their formats'
+    benchmark runners on this machine's hardware for target (or the reason it cannot),
+    until judged (the attempt the gate will judge, and its baseline) is settled on the
+    figure objective judges."""
+    return benchmark_target(target, models, data, seconds_per_batch, judged, objective,
+                            lambda runtime: artifact_progress(f"benchmark on {target.name}, {runtime}: rounds"))
 
 
-def measure(model: Model, models: dict[str, tuple[str, Path]], evaluation: Dataset, eval_data: str, targets: list[str],
-            on_pools: bool, seconds: float, judged: tuple[str, str] | None, objective: str, wait_seconds: float,
-            purpose: str = "") -> list[TargetBenchmarks]:
-    """Return the labelled models, each (format name, path), measured on targets: here on the
+def measure(model: Model, models: dict[str, tuple[Format, Path]], evaluation: Dataset, eval_data: str,
+            targets: tuple[Target, ...], on_pools: bool, seconds: float, judged: tuple[str, str] | None, objective: str,
+            wait_seconds: float, purpose: str = "") -> list[TargetBenchmarks]:
+    """Return the labelled models, each (format, path), measured on targets: here on the
     first target alone (benchmark_task), or, with on_pools, on each target's work pool at once
     (benchmark_on_pool_task, its run named by purpose); each target's hardware, or why it
     measured nothing, goes to the flow run's log."""
@@ -53,10 +52,10 @@ def measure(model: Model, models: dict[str, tuple[str, Path]], evaluation: Datas
     else:
         parameters = {
             "model": model.to_dict(), "eval_data": str(Path(eval_data).resolve()), "benchmark_seconds": seconds,
-            "models": {label: {"format": name, "path": str(path)} for label, (name, path) in models.items()},
+            "models": {label: {"format": fmt.name, "path": str(path)} for label, (fmt, path) in models.items()},
             "judged": None if judged is None else list(judged), "objective": objective,
         }
-        futures = [benchmark_on_pool_task.submit(t, {**parameters, "target": t}, wait_seconds, purpose) for t in targets]
+        futures = [benchmark_on_pool_task.submit(t, {**parameters, "target": t.name}, wait_seconds, purpose) for t in targets]
         measured = [f.result() for f in futures]
     for result in measured:
         get_run_logger().info("%s: %s", result.target,
@@ -65,24 +64,24 @@ def measure(model: Model, models: dict[str, tuple[str, Path]], evaluation: Datas
 
 
 @task(name="describe-hardware", **EPHEMERAL)
-def hardware_task(format_names: list[str]) -> Hardware:
-    """Return this machine's CPU with the runtimes of the named formats."""
-    runtimes = dict.fromkeys(get_format(name).runtime for name in format_names)
+def hardware_task(formats: list[Format]) -> Hardware:
+    """Return this machine's CPU with the runtimes of formats."""
+    runtimes = dict.fromkeys(fmt.runtime for fmt in formats)
     return local_cpu("; ".join(get_runtime(name).describe(HOST) for name in runtimes))
 
 
 @task(name="benchmark-on-pool", timeout_seconds=3600, **retried(2), **EPHEMERAL)
-def benchmark_on_pool_task(target: str, parameters: dict, pickup_seconds: float, purpose: str = "") -> TargetBenchmarks:
+def benchmark_on_pool_task(target: Target, parameters: dict, pickup_seconds: float, purpose: str = "") -> TargetBenchmarks:
     """Start the benchmark-on-hardware deployment of target's work pool, wait for it, and
     return what it measured. When no worker takes the run within pickup_seconds, the run is
     cancelled and the target comes back not benchmarked, with the reason; likewise when the
     run fails or crashes. purpose tells apart two measurements in one flow run (a search's
     confirming re-measure)."""
-    pool = get_target(target).pool
+    pool = target.pool
     # Keyed on the calling flow run (and purpose), so a retry of this task finds its run instead of starting another.
     started = run_deployment(
-        f"{BENCHMARK_FLOW}/{target}", parameters=parameters, timeout=0,
-        idempotency_key=f"{flow_run.id}-{target}{purpose}" if flow_run.id else None,
+        f"{BENCHMARK_FLOW}/{target.name}", parameters=parameters, timeout=0,
+        idempotency_key=f"{flow_run.id}-{target.name}{purpose}" if flow_run.id else None,
     )
     with get_client(sync_client=True) as client:
         run = _wait(client, started.id, lambda r: r.state is not None and not (r.state.is_scheduled() or r.state.is_pending()),
@@ -90,13 +89,13 @@ def benchmark_on_pool_task(target: str, parameters: dict, pickup_seconds: float,
         if run.state is None or run.state.is_scheduled() or run.state.is_pending():
             client.set_flow_run_state(run.id, Cancelled(message=f"no worker within {pickup_seconds:g} s"), force=True)
             status = client.read_work_pool(pool).status
-            return TargetBenchmarks(target, {}, flow_run=run.name, reason=(
+            return TargetBenchmarks(target.name, {}, flow_run=run.name, reason=(
                 f"no worker on work pool '{pool}' took flow run '{run.name}' within {pickup_seconds:g} s "
                 f"(pool status {status.value if status else 'unknown'}); the run was cancelled"
             ))
         run = _wait(client, run.id, lambda r: r.state.is_final(), None)
     if not run.state.is_completed():
-        return TargetBenchmarks(target, {}, flow_run=run.name,
+        return TargetBenchmarks(target.name, {}, flow_run=run.name,
                                 reason=f"flow run '{run.name}' ended {run.state.name}: {run.state.message}")
     measured = TargetBenchmarks.from_dict(run.state.result())
     return TargetBenchmarks(measured.target, measured.benchmarks, measured.hardware, measured.reason, run.name,

@@ -11,11 +11,12 @@ from quantmill.formats import Candidate, select_formats
 from quantmill.hardware import HardwareUnavailable, local_hardware
 from quantmill.metrics import Budget
 from quantmill.models import Model
+from quantmill.targets import Target
 from tasks.policy import EPHEMERAL
 
 
 @task(name="select-formats", **EPHEMERAL)
-def select_formats_task(model: Model, target: str, budget: Budget, table_dir: Path) -> tuple[Candidate, ...]:
+def select_formats_task(model: Model, target: Target, budget: Budget, table_dir: Path) -> tuple[Candidate, ...]:
     """Return the ordered candidates for model on target, read from table_dir's CSVs,
     preferring rows measured on this machine's hardware for target (when this machine has it)."""
     try:

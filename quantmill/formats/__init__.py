@@ -13,7 +13,7 @@ from quantmill.errors import QuantmillError
 from quantmill.formats import awq, checkpoint, gguf, onnx
 from quantmill.formats.base import CONSERVATIVE, FALLBACK, Format, NoOptions, Step
 from quantmill.hardware import same_machine
-from quantmill.targets import get_target
+from quantmill.targets import Target
 
 FORMATS: dict[str, Format] = {f.name: f for module in (onnx, gguf, awq, checkpoint) for f in module.FORMATS}
 
@@ -42,11 +42,10 @@ def baselines_for(kind: str, format_names: list[str]) -> dict[str, str]:
     return {name: baseline_for(kind, get_format(name).benchmark_runner().name).name for name in format_names}
 
 
-def offered(kind: str, target: str) -> tuple[Format, ...]:
+def offered(kind: str, target: Target) -> tuple[Format, ...]:
     """Return the candidate formats for model kind on target: those applying to the kind
-    whose runtime the target offers. Raises QuantmillError for an unknown target."""
-    runtimes = get_target(target).runtimes
-    return tuple(f for f in FORMATS.values() if f.candidate and kind in f.kinds and f.runtime in runtimes)
+    whose runtime the target offers."""
+    return tuple(f for f in FORMATS.values() if f.candidate and kind in f.kinds and target.offers(f.runtime))
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class Candidate:
 
 
 def select_formats(
-    kind: str, family: str, target: str, budget: float, unit: str, table: tuple[TableRow, ...],
+    kind: str, family: str, target: Target, budget: float, unit: str, table: tuple[TableRow, ...],
     machine: str | None = None,
 ) -> tuple[Candidate, ...]:
     """Return the ordered candidates for a model of kind and family on target within budget
@@ -69,15 +68,15 @@ def select_formats(
     follow (escalation may bring them in); the fallback closes the list. Only rows measured
     on the same kind of machine (hardware.same_machine) count when there are any; otherwise
     the rows measured elsewhere do, and each reason says so. With nothing measured, the
-    formats with no calibration risk, then the fallback. Raises QuantmillError for an unknown
-    target or one no format runs on for this kind.
+    formats with no calibration risk, then the fallback. Raises QuantmillError for a target no
+    format runs on for this kind.
     """
     formats = offered(kind, target)
     if not formats:
-        raise QuantmillError(f"no format quantmill makes for {kind} models runs on target {target!r}")
+        raise QuantmillError(f"no format quantmill makes for {kind} models runs on target {target.name!r}")
     names = {f.name for f in formats}
     fallback = next((f.name for f in formats if f.safety == FALLBACK), formats[-1].name)
-    rows = [r for r in table if r.family == family and r.hardware == target and r.format in names]
+    rows = [r for r in table if r.family == family and r.hardware == target.name and r.format in names]
     here = [r for r in rows if machine and same_machine(r.machine, machine)]
     elsewhere = "" if here or not rows else (
         f"measured elsewhere ({'; '.join(sorted({r.machine or 'hardware not stated' for r in rows}))}), "
@@ -86,7 +85,7 @@ def select_formats(
     if not measured:
         conservative = [f.name for f in formats if f.safety == CONSERVATIVE] + [fallback]
         return tuple(
-            Candidate(name, f"no measured rows for {family} on {target}: conservative choice "
+            Candidate(name, f"no measured rows for {family} on {target.name}: conservative choice "
                             f"({'last resort' if name == fallback else 'no calibration risk'})")
             for name in conservative
         )
@@ -95,7 +94,7 @@ def select_formats(
     candidates = [Candidate(r.format, elsewhere + _why(r, budget, unit, True)) for r in within]
     candidates += [Candidate(r.format, elsewhere + _why(r, budget, unit, False)) for r in over]
     if fallback not in {c.format for c in candidates}:
-        candidates.append(Candidate(fallback, f"not measured for {family} on {target}; last resort"))
+        candidates.append(Candidate(fallback, f"not measured for {family} on {target.name}; last resort"))
     return tuple(candidates)
 
 

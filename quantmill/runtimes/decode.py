@@ -21,7 +21,7 @@ from quantmill.llama_buffers import repack_weights
 from quantmill.measure import bandwidth_bytes_per_s
 from quantmill.progress import Progress, planned_rounds
 from quantmill.speed import settled
-from quantmill.targets import HOST, get_target
+from quantmill.targets import HOST, Target
 
 PROMPT_TOKENS = 128
 # Interleaved rounds: enough paired ratios for a confidence interval (quantmill/speed.py);
@@ -79,16 +79,16 @@ class DecodeRuntime:
         """Return float32 logits [windows, positions, vocab] of the model at path."""
         raise NotImplementedError
 
-    def unavailable(self, target: str) -> str | None:
+    def unavailable(self, target: Target) -> str | None:
         """Return why this runtime cannot run on target here, or None."""
-        return None if get_target(target).offers(self.name) else f"target {target!r} does not offer {self.name}"
+        return None if target.offers(self.name) else f"target {target.name!r} does not offer {self.name}"
 
     def outputs(self, path: Path, dataset: Dataset) -> np.ndarray:
         """Return the logits on dataset's token windows."""
         return self.logits(path, dataset.inputs["input_ids"])
 
     def benchmark(
-        self, models: dict[str, Path], data: Dataset, target: str, seconds: float, pair: tuple[str, str] | None = None,
+        self, models: dict[str, Path], data: Dataset, target: Target, seconds: float, pair: tuple[str, str] | None = None,
         objective: str | None = None, progress: Progress | None = None,
     ) -> dict[str, LMBenchmark]:
         """Return an LMBenchmark per labelled model, each in a fresh process (benchmark_in_workers);
@@ -99,7 +99,7 @@ class DecodeRuntime:
 
 def benchmark_in_workers(
     module: str, models: dict[str, Path], prompt_tokens: int, decode_tokens: int, rounds: int = ROUNDS,
-    pair: tuple[str, str] | None = None, max_rounds: int = MAX_ROUNDS, target: str = HOST,
+    pair: tuple[str, str] | None = None, max_rounds: int = MAX_ROUNDS, target: Target = HOST,
     preload: tuple[str, ...] = (), progress: Progress | None = None,
 ) -> dict[str, LMBenchmark | QuantmillError]:
     """Return an LMBenchmark per labelled model, the models taking turns over rounds
@@ -137,13 +137,13 @@ def _decoded(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
     return {label: [r["decode_tokens_per_s"] for r in measured] for label, measured in runs.items()}
 
 
-def _run_worker(module: str, path: Path, prompt_tokens: int, decode_tokens: int, target: str,
+def _run_worker(module: str, path: Path, prompt_tokens: int, decode_tokens: int, target: Target,
                 preload: tuple[str, ...]) -> dict:
     start = ["-m", module] if not preload else [
         "-c", f"import {', '.join(preload)}, runpy; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"]
     # The measuring process loads llama.cpp's buffers as this process has learnt to (llama_buffers).
     repack = "on" if repack_weights(local_cpu(module).isa) else "off"
-    out = run_command([sys.executable, *start, str(path), str(prompt_tokens), str(decode_tokens), target, repack],
+    out = run_command([sys.executable, *start, str(path), str(prompt_tokens), str(decode_tokens), target.name, repack],
                       f"{module} benchmark of {path.name}", WORKER_TIMEOUT_S)
     return json.loads(out.strip().splitlines()[-1])
 

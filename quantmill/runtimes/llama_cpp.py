@@ -21,7 +21,7 @@ from quantmill.isolation import WorkerCrashed, in_worker
 from quantmill.llama_buffers import after_crash, load, repack_weights
 from quantmill.measure import peak_rss_bytes
 from quantmill.runtimes.decode import DecodeRuntime
-from quantmill.targets import HOST, get_target
+from quantmill.targets import HOST, Target, get_target
 
 DECODE_TOKENS = 256
 
@@ -80,32 +80,31 @@ class LlamaCpp(DecodeRuntime):
         return in_worker(self.name, f"llama.cpp evaluating {path.name} without repacked weights", logits, path, windows,
                          False, preload=self.preload)
 
-    def unavailable(self, target: str) -> str | None:
+    def unavailable(self, target: Target) -> str | None:
         """Return why llama.cpp cannot run on target here, or None: a target that offloads
         layers to a GPU needs a library built with a GPU backend."""
-        found = get_target(target)
-        if not found.offers(self.name):
-            return f"target {target!r} does not offer llama.cpp"
+        if not target.offers(self.name):
+            return f"target {target.name!r} does not offer llama.cpp"
         try:
             import llama_cpp
         except (ImportError, OSError) as err:
             return f"llama-cpp-python is not installed or its library does not load ({err})"
-        if found.llama_gpu_layers and not llama_cpp.llama_supports_gpu_offload():
+        if target.llama_gpu_layers and not llama_cpp.llama_supports_gpu_offload():
             return (f"llama-cpp-python {llama_cpp.__version__} on this worker is built without a GPU backend "
                     "(install it with CMAKE_ARGS=-DGGML_CUDA=on, or set LLAMA_CPP_LIB_PATH to a CUDA build of its llama.cpp)")
         return None
 
-    def describe(self, target: str) -> str:
+    def describe(self, target: Target) -> str:
         """Return e.g. 'llama.cpp via llama-cpp-python 0.3.36', with 'all layers on the GPU'
         where target offloads every layer."""
         import llama_cpp
 
-        layers = get_target(target).llama_gpu_layers
+        layers = target.llama_gpu_layers
         where = "" if not layers else ", all layers on the GPU" if layers < 0 else f", {layers} layers on the GPU"
         return f"llama.cpp via llama-cpp-python {llama_cpp.__version__}{where}"
 
 
-def _measure(path: Path, prompt_tokens: int, decode_tokens: int, target: str = HOST, repack: str = "auto") -> dict:
+def _measure(path: Path, prompt_tokens: int, decode_tokens: int, target: str = HOST.name, repack: str = "auto") -> dict:
     start = time.perf_counter()
     llm = load(path, None if repack == "auto" else repack == "on", n_ctx=prompt_tokens + decode_tokens + 8,
                n_batch=prompt_tokens, n_threads=os.cpu_count(), n_gpu_layers=get_target(target).llama_gpu_layers)

@@ -30,7 +30,7 @@ from quantmill.measure import peak_rss_bytes
 from quantmill.progress import Progress
 from quantmill.runtimes.decode import interleaved_rounds
 from quantmill.speed import LATENCY, THROUGHPUT, settled
-from quantmill.targets import get_target
+from quantmill.targets import Target
 
 BATCH_SIZES = (1, 32)
 MIN_ITERATIONS = 10
@@ -203,23 +203,23 @@ class OnnxRuntime:
     name = "onnxruntime"
     measurement = Benchmark
 
-    def unavailable(self, target: str) -> str | None:
+    def unavailable(self, target: Target) -> str | None:
         """Return why this worker's onnxruntime cannot run on target, or None."""
         import onnxruntime as ort
 
-        provider = get_target(target).onnxruntime_provider
+        provider = target.onnxruntime_provider
         if provider is None:
-            return f"target {target!r} names no ONNX Runtime execution provider"
+            return f"target {target.name!r} names no ONNX Runtime execution provider"
         if provider not in ort.get_available_providers():
             return (f"onnxruntime {ort.__version__} on this worker has no {provider} "
                     f"(available: {', '.join(ort.get_available_providers())})")
         return None
 
-    def describe(self, target: str) -> str:
+    def describe(self, target: Target) -> str:
         """Return e.g. 'onnxruntime 1.32.0 CPUExecutionProvider'."""
         import onnxruntime as ort
 
-        return f"onnxruntime {ort.__version__} {get_target(target).onnxruntime_provider}"
+        return f"onnxruntime {ort.__version__} {target.onnxruntime_provider}"
 
     def outputs(self, path: Path, dataset: Dataset) -> np.ndarray:
         """Return the model's outputs on dataset (predict), computed in this runtime's worker
@@ -227,13 +227,13 @@ class OnnxRuntime:
         return in_worker(self.name, f"onnxruntime evaluating {path.name}", predict, path, dataset)
 
     def benchmark(
-        self, models: dict[str, Path], data: Dataset, target: str, seconds: float, pair: tuple[str, str] | None = None,
+        self, models: dict[str, Path], data: Dataset, target: Target, seconds: float, pair: tuple[str, str] | None = None,
         objective: str = THROUGHPUT, progress: Progress | None = None,
     ) -> dict[str, Benchmark]:
         """Return a Benchmark per labelled model, measured on target's provider
         (benchmark_models; pair: the judged attempt's label and its baseline's, settled on
         the figure objective judges)."""
-        return benchmark_models(models, data, seconds, provider=get_target(target).onnxruntime_provider, pair=pair, objective=objective,
+        return benchmark_models(models, data, seconds, provider=target.onnxruntime_provider, pair=pair, objective=objective,
                                 progress=progress)
 
 

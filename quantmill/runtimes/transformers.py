@@ -19,6 +19,7 @@ import numpy as np
 from quantmill.isolation import in_worker
 from quantmill.measure import peak_rss_bytes
 from quantmill.runtimes.decode import DecodeRuntime
+from quantmill.targets import Target
 
 DECODE_TOKENS = 64
 
@@ -48,7 +49,7 @@ class Transformers(DecodeRuntime):
         runtime's worker process (quantmill.isolation): a crash there raises WorkerCrashed."""
         return in_worker(self.name, f"transformers evaluating {path.name}", logits, path, windows)
 
-    def describe(self, target: str) -> str:
+    def describe(self, target: Target) -> str:
         """Return e.g. 'transformers 5.17.0 (torch 2.13.0)'."""
         return f"transformers {version('transformers')} (torch {version('torch')})"
 

@@ -11,7 +11,9 @@ from quantmill.formats.base import NoOptions
 from quantmill.formats.gguf import GgufOptions
 from quantmill.formats.onnx import OnnxStaticOptions
 from quantmill.hardware import Hardware
-from quantmill.targets import TARGETS
+from quantmill.targets import HOST, TARGETS, get_target
+
+GPU = TARGETS["gpu"]
 
 NO_VNNI = Hardware("cpu", "test cpu", 2, ("avx2",), "test runtime")
 
@@ -21,7 +23,7 @@ def _row(fmt, drop, speedup, n=1, family="cnn"):
 
 
 def _select(table, family="cnn", kind="onnx", budget=1.0, target="cpu"):
-    return select_formats(kind, family, target, budget, "points", table)
+    return select_formats(kind, family, get_target(target), budget, "points", table)
 
 
 def test_within_budget_fastest_first_then_over_budget_then_fp16_last():
@@ -47,7 +49,7 @@ def test_unmeasured_family_gets_the_conservative_choice_and_says_so():
     candidates = _select((_row("onnx-int8-static", 0.1, 2.0),), family="mlp")
     assert [c.format for c in candidates] == ["onnx-int8-dynamic", "onnx-fp16"]
     assert all("conservative" in c.reason for c in candidates)
-    language = select_formats("hf-causal-lm", "decoder-lm", "cpu", 5.0, "% perplexity increase", ())
+    language = select_formats("hf-causal-lm", "decoder-lm", HOST, 5.0, "% perplexity increase", ())
     assert [c.format for c in language] == ["gguf-q8_0"]
 
 
@@ -57,12 +59,12 @@ def test_unknown_target_is_an_error():
 
 
 def test_offered_honours_the_target():
-    assert {f.name for f in offered("onnx", "gpu")} == {"onnx-int8-static", "onnx-int8-dynamic", "onnx-fp16"}
-    assert {f.name for f in offered("hf-causal-lm", "cpu")} >= {"gguf-q4_k_m", "gguf-q8_0", "awq-w4a16"}
+    assert {f.name for f in offered("onnx", GPU)} == {"onnx-int8-static", "onnx-int8-dynamic", "onnx-fp16"}
+    assert {f.name for f in offered("hf-causal-lm", HOST)} >= {"gguf-q4_k_m", "gguf-q8_0", "awq-w4a16"}
     # On a GPU, language models run as GGUF on llama.cpp's CUDA backend; AWQ's runtime
     # (transformers on the CPU) is not offered there.
-    assert {f.name for f in offered("hf-causal-lm", "gpu")} == {"gguf-q4_k_m", "gguf-q5_k_m", "gguf-q6_k", "gguf-q8_0"}
-    assert [c.format for c in select_formats("hf-causal-lm", "decoder-lm", "gpu", 5.0, "%", ())] == ["gguf-q8_0"]
+    assert {f.name for f in offered("hf-causal-lm", GPU)} == {"gguf-q4_k_m", "gguf-q5_k_m", "gguf-q6_k", "gguf-q8_0"}
+    assert [c.format for c in select_formats("hf-causal-lm", "decoder-lm", GPU, 5.0, "%", ())] == ["gguf-q8_0"]
 
 
 def test_selection_for_the_gpu_reads_the_gpu_rows_measured_there():
@@ -70,10 +72,10 @@ def test_selection_for_the_gpu_reads_the_gpu_rows_measured_there():
 
     # benchmark_tables/decoder_lm_gpu.csv: the H200's measured rows (benchmarks/gpu_target.py);
     # on the gpu target Q4_K_M decoded faster than Q8_0 over F16, so it comes first.
-    chosen = select_formats("hf-causal-lm", "decoder-lm", "gpu", 5.0, "%", load_table(SHIPPED_TABLE_DIR))
+    chosen = select_formats("hf-causal-lm", "decoder-lm", GPU, 5.0, "%", load_table(SHIPPED_TABLE_DIR))
     assert [c.format for c in chosen] == ["gguf-q4_k_m", "gguf-q8_0"]
     assert all("H200" in c.reason and "random weights, speed only" in c.reason for c in chosen)
-    on_cpu = select_formats("hf-causal-lm", "decoder-lm", "cpu", 5.0, "%", load_table(SHIPPED_TABLE_DIR))
+    on_cpu = select_formats("hf-causal-lm", "decoder-lm", HOST, 5.0, "%", load_table(SHIPPED_TABLE_DIR))
     assert not any("H200" in c.reason for c in on_cpu)
 
 
@@ -82,7 +84,7 @@ def test_a_worker_without_the_gpu_says_why_for_each_runtime(tmp_path):
     from quantmill.data import Dataset
 
     data = Dataset(tmp_path / "eval.txt", "0" * 64, {"input_ids": np.zeros((1, 8), np.int64)})
-    measured = benchmark_target("gpu", {"gguf-f16": ("llama.cpp", tmp_path / "model.gguf")}, data)
+    measured = benchmark_target(GPU, {"gguf-f16": (get_format("gguf-f16"), tmp_path / "model.gguf")}, data)
     # This machine has no GPU and a CPU build of llama.cpp: no figures, and both reasons.
     assert not measured.measured and measured.benchmarks == {}
     assert "nvidia-smi" in measured.reason and "built without a GPU backend" in measured.reason
@@ -167,10 +169,10 @@ def test_selection_prefers_rows_measured_on_this_kind_of_machine_and_says_when_i
     epyc = "AMD EPYC | avx2"
     table = (TableRow("cnn", "cpu", "onnx-int8-static", 0.2, 4.0, 2.0, 1, "test", epyc),
              TableRow("cnn", "cpu", "onnx-int8-dynamic", 0.3, 4.0, 1.5, 1, "test", "Intel Xeon | avx2 avx512_vnni amx_int8"))
-    here = select_formats("onnx", "cnn", "cpu", 1.0, "points", table, amx)
+    here = select_formats("onnx", "cnn", HOST, 1.0, "points", table, amx)
     assert [c.format for c in here] == ["onnx-int8-dynamic", "onnx-fp16"], "only this machine's rows count"
     assert "measured elsewhere" not in here[0].reason
-    elsewhere = select_formats("onnx", "cnn", "cpu", 1.0, "points", table, "AMD EPYC 9R14 | avx2 avx512_vnni")
+    elsewhere = select_formats("onnx", "cnn", HOST, 1.0, "points", table, "AMD EPYC 9R14 | avx2 avx512_vnni")
     assert [c.format for c in elsewhere][:2] == ["onnx-int8-static", "onnx-int8-dynamic"]
     assert all(c.reason.startswith("measured elsewhere (AMD EPYC | avx2; Intel Xeon") for c in elsewhere[:2])
     assert "no rows for this machine (AMD EPYC 9R14 | avx2 avx512_vnni)" in elsewhere[0].reason

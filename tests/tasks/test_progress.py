@@ -49,15 +49,16 @@ def test_benchmark_rounds_show_as_a_progress_artifact_that_ends_complete(digits)
 
     from quantmill.data import Dataset
     from quantmill.formats import baseline_for
+    from quantmill.targets import HOST
     from tasks.benchmark import benchmark_task
 
     with np.load(digits.evaluation) as archive:
         data = Dataset(digits.evaluation, "0" * 64, {"pixels": archive["pixels"][:64]})
-    fp32 = baseline_for("onnx").name
+    fp32 = baseline_for("onnx")
 
     @flow
     def run():
-        return benchmark_task("cpu", {fp32: (fp32, digits.model)}, data, 0.05)
+        return benchmark_task(HOST, {fp32.name: (fp32, digits.model)}, data, 0.05)
 
     state = run(return_state=True)
     assert state.result().measured
