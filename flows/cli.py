@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--task", choices=list(METRICS), required=True)
     run.add_argument("--calibration-data", required=True, type=Path, help=".npz or .jsonl; plain text for language models")
     run.add_argument("--eval-data", required=True, type=Path, help=".npz or .jsonl; plain text for language models")
-    run.add_argument("--target", default=HOST, choices=list(TARGETS))
+    run.add_argument("--target", default=HOST.name, choices=list(TARGETS))
     run.add_argument("--max-accuracy-drop", type=float, help="classification, embedding: budget in metric points (default 1)")
     run.add_argument("--max-ppl-increase", type=float, help="language modeling: budget in %% perplexity increase (default 5)")
     run.add_argument("--max-kld", type=float, help="language modeling: also bound the mean KL divergence from full "

@@ -10,14 +10,16 @@ with a bootstrap interval."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
 from quantmill.data import Dataset
 from quantmill.errors import InputError, QuantmillError
+from quantmill.logprobs import LogProbs, log_softmax, release
 
 WORST_KEPT = 10
 NEIGHBOURS = 10
@@ -113,6 +115,16 @@ class TaskMetric:
         chosen_on, confirmed = (_in_whole(self.compare(reference[part], outputs[part], dataset.take(part)), part)
                                 for part in (choose, confirm))
         return replace(chosen_on, confirmed=confirmed)
+
+    def evaluate_model(self, reference: object, run: Callable[[Path, Dataset], object], path: Path,
+                       dataset: Dataset) -> Evaluation:
+        """Return evaluate() of the outputs of the model at path (run(path, dataset)) against
+        reference; outputs kept on disk (logprobs.LogProbs) are deleted once read."""
+        outputs = run(path, dataset)
+        try:
+            return self.evaluate(reference, outputs, dataset)
+        finally:
+            release(outputs)
 
     def budget(self, value: float | None, max_kld: float | None = None) -> Budget:
         """Return the budget for value (the default when None) and max_kld."""
@@ -232,8 +244,11 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
-def compare_logits(reference: np.ndarray, candidate: np.ndarray, windows: np.ndarray) -> Evaluation:
-    """Return the Evaluation of candidate logits against reference logits on token windows.
+def compare_logits(reference: np.ndarray | LogProbs, candidate: np.ndarray | LogProbs, windows: np.ndarray) -> Evaluation:
+    """Return the Evaluation of candidate against reference on token windows, each given as
+    logits [windows, positions, vocab] or as LogProbs; one window of each is held at a time,
+    in float32, and reduced to per-position figures (memory stays flat in the vocabulary
+    size and the window count).
 
     The drop is the relative perplexity increase in percent; baseline_metric and
     quantized_metric are the two perplexities. Secondary metrics follow llama.cpp's
@@ -244,22 +259,22 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, windows: np.nda
     positions whose top token is the same ("top1_agreement", percent).
     """
     targets = windows[:, 1:]
-    ref_logp, cand_logp = _log_softmax(reference), _log_softmax(candidate)
-    base_ppl, cand_ppl = _perplexity(ref_logp, targets), _perplexity(cand_logp, targets)
-    kl = np.sum(np.exp(ref_logp) * (ref_logp - cand_logp), axis=-1)
-    agreement = np.mean(reference.argmax(-1) == candidate.argmax(-1))
-    delta_p = 100.0 * (np.exp(_picked(cand_logp, targets)) - np.exp(_picked(ref_logp, targets)))
+    per_window = [_position_figures(ref, cand, target)
+                  for ref, cand, target in zip(_log_prob_windows(reference), _log_prob_windows(candidate), targets)]
+    kl, ref_picked, cand_picked, same = (np.stack(column) for column in zip(*per_window))
+    base_ppl, cand_ppl = math.exp(-float(ref_picked.mean())), math.exp(-float(cand_picked.mean()))
+    delta_p = 100.0 * (np.exp(cand_picked) - np.exp(ref_picked))
     per_window_kl = kl.mean(axis=1)
     worst = tuple(
         {"window": int(i), "mean_kl": round(float(per_window_kl[i]), 5)} for i in np.argsort(-per_window_kl)[:WORST_KEPT]
     )
     kl_low, kl_high = _interval(np.mean, per_window_kl) or (float(kl.mean()), float(kl.mean()))
     # Windows are of equal length, so the mean of window means is the mean over tokens.
-    base_nll, cand_nll = _window_nll(ref_logp, windows), _window_nll(cand_logp, windows)
+    base_nll, cand_nll = -ref_picked.mean(axis=1), -cand_picked.mean(axis=1)
     return Evaluation(
         "perplexity", base_ppl, cand_ppl, 100.0 * (cand_ppl / base_ppl - 1.0),
         secondary={
-            "top1_agreement": 100.0 * float(agreement), "mean_kl": float(kl.mean()), "mean_kl_ci_low": kl_low,
+            "top1_agreement": 100.0 * float(same.mean()), "mean_kl": float(kl.mean()), "mean_kl_ci_low": kl_low,
             "mean_kl_ci_high": kl_high, "median_kl": float(np.median(kl)), "p99_kl": float(np.percentile(kl, 99)),
             "max_kl": float(kl.max()), "mean_delta_p": float(delta_p.mean()), "rms_delta_p": float(np.sqrt(np.mean(delta_p ** 2))),
             "p01_delta_p": float(np.percentile(delta_p, 1)), "p99_delta_p": float(np.percentile(delta_p, 99)),
@@ -269,26 +284,27 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, windows: np.nda
     )
 
 
-def _picked(log_probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    return np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+def _log_prob_windows(outputs: np.ndarray | LogProbs):
+    if isinstance(outputs, LogProbs):
+        return outputs.windows()
+    return (log_softmax(logits) for logits in outputs)
 
 
-def window_log_perplexity(logits: np.ndarray, windows: np.ndarray) -> np.ndarray:
-    """Return each window's mean negative log-likelihood of its own next tokens under logits."""
-    return _window_nll(_log_softmax(logits), windows)
+def _position_figures(ref: np.ndarray, cand: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Return, per position, KL(ref || cand), the two log-probabilities of the actual next
+    token, and whether the top tokens agree (float64 where a sum is taken)."""
+    kl = np.sum(np.exp(ref) * (ref - cand), axis=-1, dtype=np.float64)
+    positions = np.arange(len(targets))
+    return (kl, ref[positions, targets].astype(np.float64), cand[positions, targets].astype(np.float64),
+            ref.argmax(-1) == cand.argmax(-1))
 
 
-def _window_nll(log_probs: np.ndarray, windows: np.ndarray) -> np.ndarray:
-    return -_picked(log_probs, windows[:, 1:]).mean(axis=1)
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def _perplexity(log_probs: np.ndarray, targets: np.ndarray) -> float:
-    return math.exp(-float(_picked(log_probs, targets).mean()))
+def window_log_perplexity(window_logits: Iterable[np.ndarray], windows: np.ndarray) -> np.ndarray:
+    """Return each window's mean negative log-likelihood of its own next tokens under its
+    logits [positions, vocab], given one window at a time."""
+    positions = np.arange(windows.shape[1] - 1)
+    return np.array([-float(np.mean(log_softmax(logits)[positions, window[1:]], dtype=np.float64))
+                     for logits, window in zip(window_logits, windows)])
 
 
 METRICS = {m.task: m for m in (

@@ -104,9 +104,9 @@ def scan_model(model: Model, task: str, calibration_path: Path, evaluation_path:
     outputs = fmt.evaluation_runner()
 
     def score(path: Path) -> float:
-        return metric.evaluate(reference, outputs(path, evaluation), evaluation).accuracy_drop
+        return metric.evaluate_model(reference, outputs, path, evaluation).accuracy_drop
 
-    full = metric.evaluate(reference, outputs(fmt.quantize(model, options, calibration, workdir), evaluation), evaluation)
+    full = metric.evaluate_model(reference, outputs, fmt.quantize(model, options, calibration, workdir), evaluation)
     groups = fmt.sensitivity(model, options, calibration, evaluation, score, workdir,
                              terminal_line(f"{fmt.name}: layer groups scored"))
     return SensitivityTable(model.uri, fmt.name, options.describe(), full.metric_name, metric.unit, full.samples,

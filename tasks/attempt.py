@@ -9,6 +9,7 @@ import numpy as np
 from quantmill.attempts import Attempt
 from quantmill.data import Dataset
 from quantmill.formats import baselines_for
+from quantmill.logprobs import LogProbs
 from quantmill.models import Model
 from quantmill.provenance import artifact_metadata
 from quantmill.search import MakeAttempt
@@ -17,8 +18,8 @@ from tasks.export import export_task
 from tasks.quantize import quantize_attempt
 
 
-def make_attempt(request: MakeAttempt, model: Model, calibration: Dataset, evaluation: Dataset, reference: np.ndarray,
-                 task_name: str, workdir: Path, run_out: Path) -> Attempt:
+def make_attempt(request: MakeAttempt, model: Model, calibration: Dataset, evaluation: Dataset,
+                 reference: np.ndarray | LogProbs, task_name: str, workdir: Path, run_out: Path) -> Attempt:
     """Return the attempt request asks for: quantized (cached), evaluated against reference
     and exported to run_out/attempts/. Raises what the tasks raise (a crashed worker's
     WorkerCrashed among them)."""

@@ -10,6 +10,7 @@ from prefect import task
 from quantmill.data import Dataset
 from quantmill.formats import Format
 from quantmill.isolation import in_worker
+from quantmill.logprobs import LogProbs
 from quantmill.metrics import get_metric
 from quantmill.models import Model
 from quantmill.sensitivity import GroupScore
@@ -37,14 +38,14 @@ def quantize_attempt(fmt: Format, model: Model, options: object, calibration: Da
 @task(name="sensitivity-scan", timeout_seconds=3600, **cached(by_name=("workdir",)))
 def sensitivity_task(
     fmt: Format, model: Model, options: object, calibration: Dataset, evaluation: Dataset,
-    reference: np.ndarray, task_name: str, workdir: Path,
+    reference: np.ndarray | LogProbs, task_name: str, workdir: Path,
 ) -> tuple[GroupScore, ...]:
     """Return the format's layer groups ranked by the metric drop with only that group
     quantized, measured on the evaluation's choosing half (the scan chooses)."""
     metric, outputs = get_metric(task_name), fmt.evaluation_runner()
 
     def score(path: Path) -> float:
-        return metric.evaluate(reference, outputs(path, evaluation), evaluation).accuracy_drop
+        return metric.evaluate_model(reference, outputs, path, evaluation).accuracy_drop
 
     return fmt.sensitivity(model, options, calibration, evaluation, score, workdir,
                            artifact_progress(f"sensitivity scan of {fmt.name}: layer groups scored"))

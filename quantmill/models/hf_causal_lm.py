@@ -13,7 +13,6 @@ from quantmill.calibration import CalibrationPolicy
 from quantmill.data import Dataset, read_npz
 from quantmill.errors import InputError
 from quantmill.hashing import sha256_file, sha256_files
-from quantmill.metrics import window_log_perplexity
 from quantmill.models.base import Model, ModelKind
 from quantmill.tracking.registry import transformers_weights_dir
 
@@ -147,10 +146,9 @@ class HfCausalLmKind(ModelKind):
         calibration and quantization error depend on; text that drifted (another language,
         another code base, another domain) shows as a shift in this distribution.
         """
-        from quantmill.runtimes.transformers import logits
+        from quantmill.runtimes import get_runtime
 
-        windows = dataset.inputs["input_ids"]
-        return {"window_log_perplexity": window_log_perplexity(logits(model.path, windows), windows)}
+        return {"window_log_perplexity": get_runtime(self.reference_runtime).window_nll(model.path, dataset.inputs["input_ids"])}
 
     def log_source(self, path: Path, name: str):
         """Log the causal LM with MLflow's transformers flavor and its tokenizer, registered as name."""

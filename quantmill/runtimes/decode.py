@@ -18,6 +18,7 @@ from quantmill.errors import QuantmillError
 from quantmill.hardware import local_cpu
 from quantmill.isolation import WorkerCrashed, WorkerTimeout, run_command
 from quantmill.llama_buffers import repack_weights
+from quantmill.logprobs import LogProbs
 from quantmill.measure import bandwidth_bytes_per_s
 from quantmill.progress import Progress, planned_rounds
 from quantmill.speed import settled
@@ -83,9 +84,14 @@ class DecodeRuntime:
         """Return why this runtime cannot run on target here, or None."""
         return None if target.offers(self.name) else f"target {target.name!r} does not offer {self.name}"
 
-    def outputs(self, path: Path, dataset: Dataset) -> np.ndarray:
-        """Return the logits on dataset's token windows."""
-        return self.logits(path, dataset.inputs["input_ids"])
+    def log_probs(self, path: Path, windows: np.ndarray) -> LogProbs:
+        """Return the model's log-probabilities on token windows, on disk (quantmill.logprobs)."""
+        raise NotImplementedError
+
+    def outputs(self, path: Path, dataset: Dataset) -> LogProbs:
+        """Return the log-probabilities on dataset's token windows (log_probs): at a real
+        vocabulary they are too large for memory."""
+        return self.log_probs(path, dataset.inputs["input_ids"])
 
     def benchmark(
         self, models: dict[str, Path], data: Dataset, target: Target, seconds: float, pair: tuple[str, str] | None = None,

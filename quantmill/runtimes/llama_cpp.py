@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from quantmill.hardware import local_cpu
 from quantmill.isolation import WorkerCrashed, in_worker
 from quantmill.llama_buffers import after_crash, load, repack_weights
+from quantmill.logprobs import LogProbs, scratch_file, write
 from quantmill.measure import peak_rss_bytes
 from quantmill.runtimes.decode import DecodeRuntime
 from quantmill.targets import HOST, Target, get_target
@@ -26,17 +28,25 @@ from quantmill.targets import HOST, Target, get_target
 DECODE_TOKENS = 256
 
 
-def logits(gguf_path: Path, windows: np.ndarray, repack: bool | None = None) -> np.ndarray:
-    """Return float32 logits [windows, positions, vocab] of the GGUF model, through llama.cpp
-    (its extra CPU buffer types as repack says, by default as llama_buffers chooses)."""
+def window_logits(gguf_path: Path, windows: np.ndarray, repack: bool | None = None) -> Iterator[np.ndarray]:
+    """Yield each window's float32 logits [positions, vocab] of the GGUF model, through
+    llama.cpp (its extra CPU buffer types as repack says, by default as llama_buffers chooses)."""
     positions = windows.shape[1] - 1
     llm = load(gguf_path, repack, n_ctx=positions, n_batch=positions, logits_all=True)
-    out = []
     for window in windows:
         llm.reset()
         llm.eval(window[:-1].tolist())
-        out.append(np.array(llm.scores[:positions], dtype=np.float32))
-    return np.stack(out)
+        yield np.array(llm.scores[:positions], dtype=np.float32)
+
+
+def logits(gguf_path: Path, windows: np.ndarray, repack: bool | None = None) -> np.ndarray:
+    """Return float32 logits [windows, positions, vocab] of the GGUF model (window_logits)."""
+    return np.stack(list(window_logits(gguf_path, windows, repack)))
+
+
+def log_probs(gguf_path: Path, windows: np.ndarray, repack: bool | None = None, *, out: Path) -> LogProbs:
+    """Return the GGUF model's log-probabilities on windows, written to out a window at a time."""
+    return write(out, window_logits(gguf_path, windows, repack))
 
 
 def bytes_per_token(gguf_path: Path) -> int:
@@ -70,15 +80,23 @@ class LlamaCpp(DecodeRuntime):
         worker process (quantmill.isolation). A crash there with the extra CPU buffer types on
         an AMX CPU is tried once more without them (llama_buffers.after_crash); otherwise it
         raises WorkerCrashed."""
+        return self._in_worker(logits, path, windows)
+
+    def log_probs(self, path: Path, windows: np.ndarray) -> LogProbs:
+        """Return the GGUF's log-probabilities on windows (log_probs), in a scratch file
+        (logprobs.scratch_file), computed as logits() is."""
+        return self._in_worker(log_probs, path, windows, out=scratch_file())
+
+    def _in_worker(self, fn: Callable, path: Path, windows: np.ndarray, **kwargs):
         isa = local_cpu(self.name).isa
         try:
-            return in_worker(self.name, f"llama.cpp evaluating {path.name}", logits, path, windows,
-                             repack_weights(isa), preload=self.preload)
+            return in_worker(self.name, f"llama.cpp evaluating {path.name}", fn, path, windows,
+                             repack_weights(isa), preload=self.preload, **kwargs)
         except WorkerCrashed:
             if not after_crash(isa):
                 raise
-        return in_worker(self.name, f"llama.cpp evaluating {path.name} without repacked weights", logits, path, windows,
-                         False, preload=self.preload)
+        return in_worker(self.name, f"llama.cpp evaluating {path.name} without repacked weights", fn, path, windows,
+                         False, preload=self.preload, **kwargs)
 
     def unavailable(self, target: Target) -> str | None:
         """Return why llama.cpp cannot run on target here, or None: a target that offloads

@@ -12,20 +12,23 @@ import os
 import sys
 import time
 from importlib.metadata import version
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from quantmill.isolation import in_worker
+from quantmill.logprobs import LogProbs, scratch_file, write
 from quantmill.measure import peak_rss_bytes
+from quantmill.metrics import window_log_perplexity
 from quantmill.runtimes.decode import DecodeRuntime
 from quantmill.targets import Target
 
 DECODE_TOKENS = 64
 
 
-def logits(model_dir: Path, windows: np.ndarray) -> np.ndarray:
-    """Return float32 logits [windows, positions, vocab] of the safetensors model in
+def window_logits(model_dir: Path, windows: np.ndarray) -> Iterator[np.ndarray]:
+    """Yield each window's float32 logits [positions, vocab] of the safetensors model in
     model_dir, computed in float32 whatever dtype the checkpoint stores (transformers 5
     would otherwise compute a float16 checkpoint in float16: the reference is full precision)."""
     import torch
@@ -34,7 +37,23 @@ def logits(model_dir: Path, windows: np.ndarray) -> np.ndarray:
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False,
                                                  dtype=torch.float32).eval()
     with torch.no_grad():
-        return np.stack([model(input_ids=torch.from_numpy(w[None, :-1])).logits[0].float().numpy() for w in windows])
+        for window in windows:
+            yield model(input_ids=torch.from_numpy(window[None, :-1])).logits[0].float().numpy()
+
+
+def logits(model_dir: Path, windows: np.ndarray) -> np.ndarray:
+    """Return float32 logits [windows, positions, vocab] of the model in model_dir (window_logits)."""
+    return np.stack(list(window_logits(model_dir, windows)))
+
+
+def log_probs(model_dir: Path, windows: np.ndarray, out: Path) -> LogProbs:
+    """Return the model's log-probabilities on windows, written to out a window at a time."""
+    return write(out, window_logits(model_dir, windows))
+
+
+def window_nll(model_dir: Path, windows: np.ndarray) -> np.ndarray:
+    """Return each window's mean negative log-likelihood under the model, a window at a time."""
+    return window_log_perplexity(window_logits(model_dir, windows), windows)
 
 
 class Transformers(DecodeRuntime):
@@ -48,6 +67,16 @@ class Transformers(DecodeRuntime):
         """Return the checkpoint's logits through transformers (logits), computed in this
         runtime's worker process (quantmill.isolation): a crash there raises WorkerCrashed."""
         return in_worker(self.name, f"transformers evaluating {path.name}", logits, path, windows)
+
+    def log_probs(self, path: Path, windows: np.ndarray) -> LogProbs:
+        """Return the checkpoint's log-probabilities on windows (log_probs) in a scratch file
+        (logprobs.scratch_file), computed in this runtime's worker process."""
+        return in_worker(self.name, f"transformers evaluating {path.name}", log_probs, path, windows, scratch_file())
+
+    def window_nll(self, path: Path, windows: np.ndarray) -> np.ndarray:
+        """Return each window's mean negative log-likelihood under the checkpoint (window_nll),
+        computed in this runtime's worker process."""
+        return in_worker(self.name, f"transformers scoring windows with {path.name}", window_nll, path, windows)
 
     def describe(self, target: Target) -> str:
         """Return e.g. 'transformers 5.17.0 (torch 2.13.0)'."""

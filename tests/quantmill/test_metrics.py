@@ -45,13 +45,16 @@ def test_kl_statistics_match_scipy_on_random_distributions():
     candidate = reference + rng.normal(scale=0.3, size=reference.shape)
     result = compare(reference, candidate, windows)
     kl = entropy(softmax(reference, -1), softmax(candidate, -1), axis=-1)
-    assert result.secondary["mean_kl"] == pytest.approx(kl.mean())
-    assert result.secondary["median_kl"] == pytest.approx(np.median(kl))
-    assert result.secondary["p99_kl"] == pytest.approx(np.percentile(kl, 99)) and result.secondary["max_kl"] == pytest.approx(kl.max())
+    # Log-probabilities are float32 (memory at real vocabularies), scipy's float64.
+    close = {"rel": 1e-5}
+    assert result.secondary["mean_kl"] == pytest.approx(kl.mean(), **close)
+    assert result.secondary["median_kl"] == pytest.approx(np.median(kl), **close)
+    assert result.secondary["p99_kl"] == pytest.approx(np.percentile(kl, 99), **close)
+    assert result.secondary["max_kl"] == pytest.approx(kl.max(), **close)
     assert result.secondary["mean_kl_ci_low"] < kl.mean() < result.secondary["mean_kl_ci_high"]
     picked = np.take_along_axis(log_softmax(candidate, -1) * 0 + softmax(candidate, -1) - softmax(reference, -1),
                                 windows[:, 1:, None], -1)
-    assert result.secondary["p01_delta_p"] == pytest.approx(100 * np.percentile(picked, 1))
+    assert result.secondary["p01_delta_p"] == pytest.approx(100 * np.percentile(picked, 1), **close)
 
 
 def test_a_budget_carries_its_unit_and_is_never_converted():
