@@ -15,7 +15,7 @@ from quantmill.goal import goal_for
 from quantmill.isolation import stop_workers
 from quantmill.metrics import METRICS, budget_for
 from quantmill.models import Model, prepare_data, resolve_model
-from quantmill.speed import OBJECTIVES, THROUGHPUT
+from quantmill.speed import OBJECTIVES, THROUGHPUT, check_objective
 from quantmill.state import quantmill_home
 from quantmill.targets import HOST, TARGETS
 
@@ -88,19 +88,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_out(out: Path, what: str) -> None:
+    """Create the --out folder out (for what) and check that it takes a file. Raises
+    InputError naming it when it is not a folder or cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise InputError(out, f"exists and is not a folder (--out names the folder for {what})")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as err:
+        raise InputError(out, f"cannot write there ({err.strerror or err})") from None
+
+
 def preflight(args: argparse.Namespace) -> Model:
     """Check the budget, the model and both data files before any orchestration starts, so
     bad input ends in one line naming the file; return the resolved model, which the flow
     takes as it is. Raises QuantmillError."""
     budget_for(args.task, args.max_accuracy_drop, args.max_ppl_increase, args.max_kld)
+    check_objective(args.objective, args.benchmark_seconds)
     goal_for(args.max_size_mb, args.max_bits_per_weight, args.max_latency_ms, args.search_seconds)
-    if args.out.exists() and not args.out.is_dir():
-        raise InputError(args.out, "exists and is not a folder (--out names the folder for report.json and artifacts)")
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=args.out).close()
-    except OSError as err:
-        raise InputError(args.out, f"cannot write there ({err.strerror or err})") from None
+    check_out(args.out, "report.json and artifacts")
     model = resolve_model(args.model, args.task, quantmill_home() / "work")
     # Prepared here once; the flow in this process takes them as they are.
     prepare_data(model, args.calibration_data)
@@ -225,6 +232,7 @@ def _sensitivity(args: argparse.Namespace) -> int:
     from quantmill.sensitivity_table import scan_model, scanning_format
 
     try:
+        check_out(args.out, "sensitivity.csv and sensitivity.json")
         model = resolve_model(args.model, args.task, quantmill_home() / "work")
         fmt = scanning_format(model, args.format)
         table = scan_model(model, args.task, args.calibration_data, args.eval_data, fmt, quantmill_home() / "work" / model.sha256[:16])

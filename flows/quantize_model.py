@@ -63,7 +63,7 @@ def quantize_model(
     """
     logger = get_run_logger()
     budget = budget_for(task, max_accuracy_drop, max_ppl_increase, max_kld)
-    check_objective(objective)
+    check_objective(objective, benchmark_seconds)
     goal = goal_for(max_size_mb, max_bits_per_weight, max_latency_ms, search_seconds)
     out = output_dir(out_dir)
     run_out = run_dir(out, str(flow_run.id))

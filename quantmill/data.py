@@ -5,6 +5,7 @@ Each data set is identified by the sha256 of its file."""
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,14 +61,31 @@ class Dataset:
             yield feed
 
 
+def check_regular_file(path: Path) -> None:
+    """Return when path is a regular file (or a link to one). Raises InputError naming path
+    when it is missing, a folder, or anything else (a FIFO or a device such as /dev/zero,
+    which a read would wait on or never finish)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except OSError as err:
+        raise InputError(path, f"cannot be read ({err.strerror or err})") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(path, "is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+        raise InputError(path, f"is {kind}, not a regular file: quantmill reads only regular files")
+
+
 def load_dataset(path: Path, inputs: tuple[TensorSpec, ...], tokenizer_dir: Path | None) -> Dataset:
     """Return the data set at path shaped for a model with these inputs.
 
     Raises InputError naming path when the file is missing, of an unknown kind, empty,
     holds NaN or inf, or its names, shapes or dtypes do not match the model's inputs.
     """
-    if not path.is_file():
-        raise InputError(path, "no such file")
+    check_regular_file(path)
     if path.suffix == ".npz":
         dataset = _load_npz(path, inputs)
     elif path.suffix == ".jsonl":

@@ -53,8 +53,10 @@ class Goal:
 def goal_for(max_size_mb: float | None = None, max_bits_per_weight: float | None = None,
              max_latency_ms: float | None = None, search_seconds: float = 0.0) -> Goal | None:
     """Return the goal the one given bound sets, or None when none is given. Raises
-    QuantmillError when more than one is given, one that is not a positive number, or a goal
-    without a search (search_seconds: how long the search goes on trying attempts)."""
+    QuantmillError when more than one is given, one that is not a positive number, a
+    search_seconds that is not a finite number of 0 or more, or a goal without a search (search_seconds: how long the search goes on trying attempts)."""
+    if not (isinstance(search_seconds, (int, float)) and math.isfinite(search_seconds) and search_seconds >= 0):
+        raise QuantmillError(f"search_seconds must be a finite number of seconds, 0 or more, not {search_seconds}")
     given = {kind: value for kind, value in ((SIZE_MB, max_size_mb), (BITS_PER_WEIGHT, max_bits_per_weight),
                                              (LATENCY_MS, max_latency_ms)) if value is not None}
     if len(given) > 1:

@@ -68,10 +68,14 @@ def compare(candidate: list[float], baseline: list[float], margin: float = MARGI
 
 
 
-def check_objective(objective: str) -> str:
-    """Return objective. Raises QuantmillError naming the known objectives for any other."""
+def check_objective(objective: str, benchmark_seconds: float = 1.0) -> str:
+    """Return objective. Raises QuantmillError naming the known objectives for any other, or
+    when benchmark_seconds (timed seconds per batch size and round) is not a finite number
+    above 0."""
     if objective not in OBJECTIVES:
         raise QuantmillError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+    if not (isinstance(benchmark_seconds, (int, float)) and math.isfinite(benchmark_seconds) and benchmark_seconds > 0):
+        raise QuantmillError(f"benchmark_seconds must be a finite number of seconds above 0, not {benchmark_seconds}")
     return objective
 
 

@@ -63,7 +63,7 @@ def measure(model: Model, models: dict[str, tuple[Format, Path]], evaluation: Da
     return measured
 
 
-@task(name="describe-hardware", **EPHEMERAL)
+@task(name="describe-hardware", timeout_seconds=60, **EPHEMERAL)
 def hardware_task(formats: list[Format]) -> Hardware:
     """Return this machine's CPU with the runtimes of formats."""
     runtimes = dict.fromkeys(fmt.runtime for fmt in formats)

@@ -12,7 +12,7 @@ from quantmill.models import Model, get_kind, prepare_data
 from tasks.policy import EPHEMERAL
 
 
-@task(name="load-data", **EPHEMERAL)
+@task(name="load-data", timeout_seconds=600, **EPHEMERAL)
 def load_data_task(model: Model, path: Path, task_name: str | None = None) -> Dataset:
     """Return the data set at path ready to feed model, checked to be scorable by
     task_name's metric when given (models.prepare_data: once per process)."""
@@ -28,7 +28,7 @@ def validate_calibration_task(model: Model, calibration: Dataset, evaluation: Da
                                 kind.features(model, calibration), kind.features(model, evaluation))
 
 
-@task(name="subsample-calibration", **EPHEMERAL)
+@task(name="subsample-calibration", timeout_seconds=300, **EPHEMERAL)
 def subsample_task(model: Model, calibration: Dataset) -> Dataset:
     """Return the stratified subsample of the calibration set that quantization uses."""
     policy = get_kind(model.kind).policy

@@ -11,7 +11,7 @@ from quantmill.formats import Format
 from tasks.policy import EPHEMERAL, retried
 
 
-@task(name="export", **retried(), **EPHEMERAL)
+@task(name="export", timeout_seconds=900, **retried(), **EPHEMERAL)
 def export_task(fmt: Format, model: Path, destination: Path, metadata: dict) -> ExportedArtifact:
     """Return the published artifact: the files its format says make it up (retried on I/O errors)."""
     return export_artifact(model, fmt.artifact_files(model), destination, metadata)

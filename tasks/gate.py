@@ -12,7 +12,7 @@ from quantmill.metrics import Budget
 from tasks.policy import EPHEMERAL
 
 
-@task(name="gate", **EPHEMERAL)
+@task(name="gate", timeout_seconds=60, **EPHEMERAL)
 def gate_task(
     calibration: CalibrationVerdict, attempts: tuple[Attempt, ...], budget: Budget, hardware: str, objective: str,
     chosen_index: int | None = None, goal: Goal | None = None, parameters: int = 0,

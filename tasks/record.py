@@ -22,7 +22,7 @@ from quantmill.tracking.runs import CALIBRATION_SAMPLE, record_run
 from tasks.policy import EPHEMERAL, retried
 
 
-@task(name="record", **retried(), **EPHEMERAL)
+@task(name="record", timeout_seconds=900, **retried(), **EPHEMERAL)
 def record_task(
     report: dict, out_dir: Path, register: bool, alias: str, calibration_sample: Dataset | None = None,
     latest_dir: Path | None = None,

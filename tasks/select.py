@@ -15,7 +15,7 @@ from quantmill.targets import Target
 from tasks.policy import EPHEMERAL
 
 
-@task(name="select-formats", **EPHEMERAL)
+@task(name="select-formats", timeout_seconds=60, **EPHEMERAL)
 def select_formats_task(model: Model, target: Target, budget: Budget, table_dir: Path) -> tuple[Candidate, ...]:
     """Return the ordered candidates for model on target, read from table_dir's CSVs,
     preferring rows measured on this machine's hardware for target (when this machine has it)."""

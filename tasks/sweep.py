@@ -16,13 +16,13 @@ from quantmill.tracking.runs import CALIBRATION_SAMPLE
 from tasks.policy import EPHEMERAL, retried
 
 
-@task(name="find-aliased-versions", **retried(), **EPHEMERAL)
+@task(name="find-aliased-versions", timeout_seconds=120, **retried(), **EPHEMERAL)
 def aliased_versions_task(alias: str) -> list[AliasedVersion]:
     """Return every registered model version carrying alias."""
     return versions_with_alias(alias)
 
 
-@task(name="fetch-quantization-record", **retried(), **EPHEMERAL)
+@task(name="fetch-quantization-record", timeout_seconds=600, **retried(), **EPHEMERAL)
 def quantization_record_task(run_id: str, workdir: Path) -> tuple[dict, Path]:
     """Return the report and the calibration samples that run run_id logged."""
     report = json.loads(download_run_file(run_id, "report.json", workdir).read_text())
@@ -40,7 +40,7 @@ def drift_task(model_uri: str, task_name: str, stored: Path, fresh: Path, alpha:
     return measure_drift(stored_features, kind.features(model, kind.load_data(model, fresh)), alpha)
 
 
-@task(name="split-fresh-data", **EPHEMERAL)
+@task(name="split-fresh-data", timeout_seconds=300, **EPHEMERAL)
 def split_task(path: Path, out_dir: Path, seed: int) -> tuple[Path, Path]:
     """Return (calibration, evaluation) halves of the fresh data, shuffled with seed."""
     return split_file(path, out_dir, 0.5, seed)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from quantmill.data import Dataset
+from quantmill.data import Dataset, check_regular_file
 from quantmill.errors import InputError, QuantmillError
 from quantmill.hashing import sha256_file, sha256_files
 from quantmill.models.base import Model, ModelKind
@@ -80,6 +80,8 @@ def resolve_model(uri: str, task: str, workdir: Path) -> Model:
     path = Path(uri)
     if not path.exists():
         raise InputError(path, "no such file or directory")
+    if not path.is_dir():
+        check_regular_file(path)
     kind = next((k for k in kinds if k.recognizes(path)), kinds[-1])
     return kind.resolve(path, uri, path.stem if path.is_file() else path.name, None, workdir)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from quantmill.calibration import CalibrationPolicy
-from quantmill.data import Dataset, read_npz
+from quantmill.data import Dataset, check_regular_file, read_npz
 from quantmill.errors import InputError
 from quantmill.hashing import sha256_file, sha256_files
 from quantmill.models.base import Model, ModelKind
@@ -51,8 +51,7 @@ def token_windows(model_dir: Path, text_path: Path, windows: int, window: int = 
 def text_dataset(model_dir: Path, text_path: Path, windows: int = WINDOWS) -> Dataset:
     """Return text_path's token windows as a Dataset (input `input_ids`), identified by the
     sha256 of the file. Raises InputError for a missing file or too little text."""
-    if not text_path.is_file():
-        raise InputError(text_path, "no such file")
+    check_regular_file(text_path)
     try:
         rows = token_windows(model_dir, text_path, windows)
     except UnicodeDecodeError:

@@ -2,6 +2,7 @@
 and nothing recorded or registered."""
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +197,49 @@ def test_a_registry_uri_that_names_nothing(capsys, digits, quantmill_home):
     (line,) = [e for e in err.splitlines() if "quantmill" in e]
     assert code == EXIT_BAD_INPUT and "Traceback" not in err
     assert line.startswith("quantmill: error: models:/no-such-model/1: not in the MLflow registry")
+
+
+def _fifo(tmp_path: Path) -> Path:
+    fifo = tmp_path / "data.npz"
+    os.mkfifo(fifo)
+    return fifo
+
+
+# Class: files that are not regular files. A read of a FIFO waits for a writer and one of
+# /dev/zero never ends; each is refused at the door, in whichever role it is given.
+@pytest.mark.parametrize("role", ["model", "calibration", "evaluation"])
+@pytest.mark.parametrize(("make", "problem"), [
+    (_fifo, "is a FIFO, not a regular file"),
+    (lambda tmp_path: Path("/dev/zero"), "is a character device, not a regular file"),
+], ids=["fifo", "device"])
+def test_files_that_are_not_regular_files(capsys, digits, tmp_path, quantmill_home, role, make, problem):
+    bad = make(tmp_path)
+    files = {"model": digits.model, "calibration": digits.calibration, "evaluation": digits.evaluation, role: bad}
+    started = time.monotonic()
+    _assert_rejected(*_run(capsys, files["model"], files["calibration"], files["evaluation"]), bad, problem, quantmill_home)
+    assert time.monotonic() - started < 10
+
+
+# Class: numbers that are not finite or out of range, whichever option carries them.
+@pytest.mark.parametrize(("flag", "value", "problem"), [
+    ("--benchmark-seconds", "nan", "benchmark_seconds must be a finite number of seconds above 0, not nan"),
+    ("--benchmark-seconds", "-1", "benchmark_seconds must be a finite number of seconds above 0, not -1.0"),
+    ("--benchmark-seconds", "inf", "benchmark_seconds must be a finite number of seconds above 0, not inf"),
+    ("--search-seconds", "nan", "search_seconds must be a finite number of seconds, 0 or more, not nan"),
+    ("--search-seconds", "-5", "search_seconds must be a finite number of seconds, 0 or more, not -5.0"),
+    ("--max-size-mb", "nan", "max_size_mb must be a positive number, not nan"),
+])
+def test_numbers_that_are_not_finite_or_in_range(capsys, digits, quantmill_home, flag, value, problem):
+    code = main(["run", str(digits.model), "--task", "classification", "--calibration-data", str(digits.calibration),
+                 "--eval-data", str(digits.evaluation), "--search-seconds", "1", flag, value])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_BAD_INPUT and err == f"quantmill: error: {problem}"
+    assert not (quantmill_home / "mlflow.db").exists()
+
+
+def test_sensitivity_out_naming_a_file(capsys, digits, tmp_path, quantmill_home):
+    taken = tmp_path / "scan"
+    taken.write_text("not a folder")
+    code = main(["sensitivity", str(digits.model), "--task", "classification", "--calibration-data",
+                 str(digits.calibration), "--eval-data", str(digits.evaluation), "--out", str(taken)])
+    _assert_rejected(code, capsys.readouterr().err.strip(), taken, "exists and is not a folder", quantmill_home)
