@@ -18,6 +18,7 @@ from quantmill.models import Model, prepare_data, resolve_model
 from quantmill.speed import OBJECTIVES, THROUGHPUT, check_objective
 from quantmill.state import quantmill_home
 from quantmill.targets import HOST, TARGETS
+from quantmill.tracking.registry import check_alias
 
 EXIT_CODES = {"passed": 0, "failed": 1, "manual_review": 3}
 EXIT_BAD_INPUT = 2
@@ -106,6 +107,8 @@ def preflight(args: argparse.Namespace) -> Model:
     takes as it is. Raises QuantmillError."""
     budget_for(args.task, args.max_accuracy_drop, args.max_ppl_increase, args.max_kld)
     check_objective(args.objective, args.benchmark_seconds)
+    if args.alias is not None:
+        check_alias(args.alias)
     goal_for(args.max_size_mb, args.max_bits_per_weight, args.max_latency_ms, args.search_seconds)
     check_out(args.out, "report.json and artifacts")
     model = resolve_model(args.model, args.task, quantmill_home() / "work")

@@ -14,6 +14,7 @@ import torch
 
 from quantmill.atomic import atomic_file
 from quantmill.errors import InputError
+from quantmill.hashing import fingerprint, sha256_file
 
 OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -36,6 +37,10 @@ class _Pooled(torch.nn.Module):
         return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
 
+# sentence-transformers' Pooling config keys, by the mode each turns on.
+_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+
+
 def read_pooling(path: Path) -> tuple[str, bool]:
     """Return (pooling mode, normalize) from a sentence-transformers layout in path.
 
@@ -51,10 +56,19 @@ def read_pooling(path: Path) -> tuple[str, bool]:
             if entry.get("type", "").endswith("Pooling"):
                 config = json.loads((path / entry["path"] / "config.json").read_text())
                 modes = [k for k, v in config.items() if k.startswith("pooling_mode_") and v]
-                mode = modes[0].removeprefix("pooling_mode_").removesuffix("_tokens") if modes else "mean"
-    if mode not in {"mean", "cls"}:
+                mode = _POOLING.get(modes[0], modes[0]) if modes else "mean"
+    if mode not in _POOLING.values():
         raise InputError(path, f"pooling mode {mode!r} is not supported (mean or cls)")
     return mode, normalize
+
+
+def export_key(model_dir: Path, weights_sha256: str) -> str:
+    """Return the sha256 naming an export of model_dir: its weights, its pooling, and how it
+    is exported (this module's code, the opset, torch's version), so that a cached graph is
+    made again when any of them changes. Raises InputError as read_pooling does."""
+    from importlib.metadata import version
+
+    return fingerprint((weights_sha256, read_pooling(model_dir), OPSET, version("torch"), sha256_file(Path(__file__))))
 
 
 def export_encoder(model_dir: Path, onnx_path: Path) -> Path:

@@ -38,12 +38,12 @@ class HfEncoderKind(OnnxKind):
     def resolve(self, path: Path, uri: str, name: str, version: str | None, workdir: Path) -> Model:
         """Return the Model of the encoder directory at path, exported to ONNX under workdir
         once per weights. Raises InputError for a folder that is not a safetensors encoder."""
-        from quantmill.models.encoder_export import export_encoder
+        from quantmill.models.encoder_export import export_encoder, export_key
 
         if not (path / "config.json").is_file():
             raise InputError(path, "not a Hugging Face model directory (no config.json)")
         fingerprint = sha256_files(safetensors_weights(path), path)
-        graph = workdir / f"{fingerprint[:16]}.onnx"
+        graph = workdir / f"{export_key(path, fingerprint)[:16]}.onnx"
         if not graph.exists():
             export_encoder(path, graph)
         tokenizer = path if (path / "tokenizer.json").is_file() or (path / "vocab.txt").is_file() else None

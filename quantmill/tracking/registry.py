@@ -10,12 +10,27 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantmill.errors import InputError
+from quantmill.errors import InputError, QuantmillError
 from quantmill.tracking.client import client, tracking_uri
 
 REGISTRY_SCHEME = "models:/"
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+
+
+def check_alias(alias: str) -> str:
+    """Return alias when MLflow's registry would take it. Raises QuantmillError with MLflow's
+    reason: a name of other characters, or a reserved one ('latest', 'v1', 'v2', ...)."""
+    from mlflow.exceptions import MlflowException
+    # MLflow's own checks, which set_registered_model_alias runs only once a version exists.
+    from mlflow.utils.validation import _validate_model_alias_name, _validate_model_alias_name_reserved
+
+    try:
+        _validate_model_alias_name(alias)
+        _validate_model_alias_name_reserved(alias)
+    except MlflowException as err:
+        raise QuantmillError(f"alias {alias!r} cannot be set in MLflow's registry: {err.message}") from None
+    return alias
 
 
 def download_registered_model(uri: str, dest: Path) -> tuple[Path, str, str]:
@@ -48,6 +63,8 @@ def download_registered_model(uri: str, dest: Path) -> tuple[Path, str, str]:
         staging = Path(tempfile.mkdtemp(prefix=f".{local.name}.", dir=dest))
         try:
             mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}", dst_path=str(staging))
+            # mkdtemp makes the folder 0700; the model in it is read like any other download.
+            staging.chmod(0o755)
             os.replace(staging, local)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

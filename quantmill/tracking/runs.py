@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantmill.tracking.client import EXPERIMENT, client
+from quantmill.tracking.registry import check_alias
 
 CALIBRATION_SAMPLE = "calibration/calibration_sample.npz"
 CHOSEN_ARTIFACT = "chosen_artifact"
@@ -43,9 +44,12 @@ def record_run(
 
     Exactly once per key (the calling flow run's id): a second call with the same key, a
     retry after a failure part-way, resumes the run that call started and finds the version
-    it registered instead of registering another. MLflow's errors pass through."""
+    it registered instead of registering another. MLflow's errors pass through; an alias
+    MLflow would refuse raises QuantmillError before anything is logged."""
     import mlflow
 
+    if alias:
+        check_alias(alias)
     registry = client()
     model = report["model"]
     budget = report["budget"]

@@ -243,3 +243,13 @@ def test_sensitivity_out_naming_a_file(capsys, digits, tmp_path, quantmill_home)
     code = main(["sensitivity", str(digits.model), "--task", "classification", "--calibration-data",
                  str(digits.calibration), "--eval-data", str(digits.evaluation), "--out", str(taken)])
     _assert_rejected(code, capsys.readouterr().err.strip(), taken, "exists and is not a folder", quantmill_home)
+
+
+# Class: reserved names. MLflow reserves 'latest' and version-like aliases; refused at the door.
+@pytest.mark.parametrize("alias", ["latest", "Latest", "v3", "not/a name"])
+def test_aliases_the_registry_would_refuse(capsys, digits, quantmill_home, alias):
+    code = main(["run", str(digits.model), "--task", "classification", "--calibration-data", str(digits.calibration),
+                 "--eval-data", str(digits.evaluation), "--alias", alias])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_BAD_INPUT and err.startswith(f"quantmill: error: alias {alias!r} cannot be set in MLflow's registry: ")
+    assert err.count("\n") == 0 and not (quantmill_home / "mlflow.db").exists()
