@@ -29,10 +29,13 @@ from quantmill.hardware import Hardware, local_cpu
 from quantmill.isolation import WorkerCrashed, run_command
 from quantmill.llama_buffers import after_crash, repack_weights
 from quantmill.models.base import Model
+from quantmill.models.gguf_input import source_gguf
+from quantmill.models.hf_causal_lm import decode_windows
 from quantmill.progress import Progress
 
 # ftype numbers from llama.h (LLAMA_FTYPE_MOSTLY_*), smallest scheme first: the ladder.
 FTYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18, "Q8_0": 7}
+F16_FTYPE = 1
 # The schemes whose rounding llama.cpp weights by an importance matrix (not Q8_0's).
 IMATRIX_SCHEMES = ("Q4_K_M", "Q5_K_M", "Q6_K")
 # ggml types a per-tensor override may name (llama-quantize --tensor-type), smallest first,
@@ -126,17 +129,21 @@ def _refuse_model_code(model_dir: Path) -> None:
 
 
 def quantize_gguf(f16_path: Path, out_path: Path, scheme: str) -> Path:
-    """Quantize the GGUF at f16_path to scheme at out_path with llama.cpp's quantizer;
-    return out_path. Raises FormatUnavailable without llama-cpp-python, ValueError for an
-    unknown scheme, RuntimeError when llama.cpp reports failure."""
-    if scheme not in FTYPES:
+    """Quantize the GGUF at f16_path to scheme at out_path with llama.cpp's quantizer (F16:
+    requantize any GGUF to F16); return out_path. Raises FormatUnavailable without
+    llama-cpp-python, ValueError for an unknown scheme, RuntimeError when llama.cpp reports
+    failure."""
+    if scheme not in FTYPES and scheme != "F16":
         raise ValueError(f"unknown GGUF scheme {scheme!r}; known: {', '.join(FTYPES)}")
     try:
         import llama_cpp
     except ImportError as err:
         raise FormatUnavailable(f"llama-cpp-python is not installed ({err})") from None
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = FTYPES[scheme]
+    params.ftype = FTYPES.get(scheme, F16_FTYPE)
+    # A GGUF given as the model may be of a quantized type already; llama.cpp then refuses
+    # to quantize it again unless told.
+    params.allow_requantize = scheme == "F16"
     params.nthread = os.cpu_count() or 1
     with atomic_file(out_path) as tmp:
         status = llama_cpp.llama_model_quantize(str(f16_path).encode(), str(tmp).encode(), ctypes.byref(params))
@@ -164,16 +171,13 @@ def _run_tool(command: list[str], what: str, env: dict[str, str] | None = None) 
 def compute_imatrix(f16_path: Path, model_dir: Path, calibration: Dataset, out_path: Path) -> Path:
     """Write llama-imatrix's importance matrix of the GGUF at f16_path over the calibration
     windows to out_path, and beside it (.txt) the text it read: the windows decoded with
-    model_dir's tokenizer, one chunk per window. Return out_path. Raises FormatUnavailable
-    without the tools, WorkerCrashed when llama-imatrix fails."""
-    from transformers import AutoTokenizer
-
+    model_dir's tokenizer (decode_windows), one chunk per window. Return out_path. Raises
+    FormatUnavailable without the tools, WorkerCrashed when llama-imatrix fails."""
     tools = llama_tools()
     windows = calibration.inputs["input_ids"]
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     text = out_path.with_suffix(".txt")
     with atomic_file(text) as tmp:
-        tmp.write_text("\n".join(tokenizer.decode(w, skip_special_tokens=True) for w in windows))
+        tmp.write_text("\n".join(decode_windows(model_dir, windows)))
     command = [str(tools / "llama-imatrix"), "-m", str(f16_path), "-f", str(text), "-c", str(windows.shape[1]),
                "--chunks", str(len(windows)), "--no-ppl", "-t", str(os.cpu_count() or 1)]
     isa = local_cpu("llama.cpp").isa
@@ -217,9 +221,14 @@ class _GgufFormat(Format):
         return super().output_path(model, options, calibration, workdir).with_suffix(".gguf")
 
     def prepare(self, model: Model, workdir: Path) -> Path:
-        """Return the F16 GGUF of model in workdir, converting it on first use."""
+        """Return the F16 GGUF of model in workdir, made on first use: converted from the
+        Hugging Face folder, or, for a model given as a GGUF, requantized from that GGUF by
+        llama.cpp (its tokenizer and metadata kept as they are)."""
         f16 = workdir / F16_FILE
-        return f16 if f16.exists() else convert_to_gguf(model.path, f16)
+        if f16.exists():
+            return f16
+        source = source_gguf(model.path)
+        return convert_to_gguf(model.path, f16) if source is None else quantize_gguf(source, f16, "F16")
 
 
 class GgufF16(_GgufFormat):

@@ -14,6 +14,7 @@ from quantmill.data import Dataset, check_regular_file, read_npz
 from quantmill.errors import InputError
 from quantmill.hashing import sha256_file, sha256_files
 from quantmill.models.base import Model, ModelKind
+from quantmill.models.gguf_input import detokenize, folder_from_gguf, is_gguf, source_gguf, tokenize
 from quantmill.tracking.registry import transformers_weights_dir
 
 WINDOW = 128
@@ -34,18 +35,35 @@ def adds_bos(tokenizer) -> bool:
 
 def token_windows(model_dir: Path, text_path: Path, windows: int, window: int = WINDOW) -> np.ndarray:
     """Return up to `windows` consecutive windows of window+1 token ids of text_path,
-    tokenized with model_dir's own tokenizer: each starting with BOS where the tokenizer adds
-    one (adds_bos), else window+1 tokens of text; never a stand-in for a BOS it lacks."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    tokenized with model_dir's own tokenizer (its source GGUF's, through llama.cpp, for a
+    folder dequantized from one): each starting with BOS where the tokenizer adds one
+    (adds_bos), else window+1 tokens of text; never a stand-in for a BOS it lacks."""
     text = text_path.read_text(encoding="utf-8")[: windows * (window + 1) * _CHARS_PER_TOKEN]
-    ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
-    bos = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
+    gguf = source_gguf(model_dir)
+    if gguf is not None:
+        ids, bos_id = tokenize(gguf, text)
+        bos = [] if bos_id is None else [bos_id]
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+        ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+        bos = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
     step = window + 1 - len(bos)
     count = min(windows, len(ids) // step)
     rows = [np.asarray(bos + ids[i * step:(i + 1) * step].tolist(), dtype=np.int64) for i in range(count)]
     return np.stack(rows) if rows else np.zeros((0, window + 1), dtype=np.int64)
+
+
+def decode_windows(model_dir: Path, windows: np.ndarray) -> list[str]:
+    """Return each window of token ids as text, by the tokenizer that made them (token_windows)."""
+    gguf = source_gguf(model_dir)
+    if gguf is not None:
+        return detokenize(gguf, windows)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    return [tokenizer.decode(w, skip_special_tokens=True) for w in windows]
 
 
 def text_dataset(model_dir: Path, text_path: Path, windows: int = WINDOWS) -> Dataset:
@@ -97,15 +115,20 @@ class HfCausalLmKind(ModelKind):
     policy = CalibrationPolicy(min_samples=8, recommended_samples=16)
 
     def recognizes(self, path: Path) -> bool:
-        """Return whether path is a folder whose config names a causal LM architecture."""
-        return path.is_dir() and any(a.endswith("ForCausalLM") for a in _architectures(path))
+        """Return whether path is a folder whose config names a causal LM architecture, or a
+        GGUF file."""
+        return is_gguf(path) or path.is_dir() and any(a.endswith("ForCausalLM") for a in _architectures(path))
 
     def resolve(self, path: Path, uri: str, name: str, version: str | None, workdir: Path) -> Model:
-        """Return the Model of the causal LM directory at path.
+        """Return the Model of the causal LM directory at path, or of the folder dequantized
+        from the GGUF file at path (gguf_input.folder_from_gguf, made once under workdir).
 
         Raises InputError when the directory is missing, is not a causal LM, has no
-        safetensors weights (pickles are never loaded) or no tokenizer.
+        safetensors weights (pickles are never loaded) or no tokenizer, or when transformers
+        cannot read the GGUF.
         """
+        if is_gguf(path):
+            path = folder_from_gguf(path, workdir)
         if not path.is_dir():
             raise InputError(path, "no such directory (a language model is a Hugging Face directory)")
         config_path = path / "config.json"
