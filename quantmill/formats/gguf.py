@@ -28,6 +28,7 @@ from quantmill.formats.base import FALLBACK, Format, Step
 from quantmill.hardware import Hardware, local_cpu
 from quantmill.isolation import WorkerCrashed, run_command
 from quantmill.llama_buffers import after_crash, repack_weights
+from quantmill.llama_converter import llama_cpp_source
 from quantmill.models.base import Model
 from quantmill.models.gguf_input import source_gguf
 from quantmill.models.hf_causal_lm import decode_windows
@@ -47,7 +48,6 @@ SCHEME_TYPE = {"Q4_K_M": "q4_k", "Q5_K_M": "q5_k", "Q6_K": "q6_k", "Q8_0": "q8_0
 # spends extra bits (one type larger buys error back for little size).
 FFN_UP_GATE = "ffn_(up|gate)"
 ATTENTION = "attn_(q|k|v|output)"
-CONVERTER_ENV = "QUANTMILL_LLAMA_CPP_SRC"
 TOOLS_ENV = "QUANTMILL_LLAMA_TOOLS"
 F16_FILE = "model-f16.gguf"
 # llama.cpp's converter, llama-imatrix and llama-quantize: an 8B model converts in about 75 s
@@ -85,17 +85,6 @@ class GgufOptions:
         """Return the scheme and what changes it, e.g. 'Q4_K_M with imatrix, ffn_(up|gate)=q3_k'."""
         parts = [f"{self.scheme} with imatrix" if self.imatrix else self.scheme]
         return ", ".join(parts + [f"{pattern}={ggml_type}" for pattern, ggml_type in self.tensor_types])
-
-
-def llama_cpp_source() -> Path:
-    """Return the llama.cpp source tree holding convert_hf_to_gguf.py and gguf-py.
-
-    Raises FormatUnavailable when it has not been unpacked (see the Makefile).
-    """
-    root = Path(os.environ.get(CONVERTER_ENV, Path(__file__).resolve().parents[2] / ".quantmill" / "llama.cpp"))
-    if not (root / "convert_hf_to_gguf.py").is_file():
-        raise FormatUnavailable(f"llama.cpp's converter is not at {root}/convert_hf_to_gguf.py (run `make llama-src`)")
-    return root
 
 
 def convert_to_gguf(model_dir: Path, out_path: Path) -> Path:

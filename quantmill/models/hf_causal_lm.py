@@ -11,7 +11,8 @@ import numpy as np
 
 from quantmill.calibration import CalibrationPolicy
 from quantmill.data import Dataset, check_regular_file, read_npz
-from quantmill.errors import InputError
+from quantmill.errors import FormatUnavailable, InputError
+from quantmill.llama_converter import converter_architectures
 from quantmill.hashing import sha256_file, sha256_files
 from quantmill.models.base import Model, ModelKind
 from quantmill.models.gguf_input import detokenize, folder_from_gguf, is_gguf, source_gguf, tokenize
@@ -105,6 +106,36 @@ def _architectures(path: Path) -> list[str]:
         return []
 
 
+def _check_architecture(config_path: Path, architecture: str) -> None:
+    """Raise InputError naming config_path when transformers has no causal-LM class for
+    architecture, when llama.cpp's converter (where make unpacked it) converts no such
+    architecture, or when llama.cpp would compute the model otherwise than its config says."""
+    from importlib.metadata import version
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if architecture not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+        raise InputError(config_path, f"architecture {architecture}: transformers {version('transformers')} has no "
+                                      "causal-LM class for it (and model code of its own is never run)")
+    try:
+        convertible = architecture in converter_architectures()
+    except FormatUnavailable:
+        convertible = True  # not unpacked here: the GGUF formats say so when they are tried
+    if not convertible:
+        raise InputError(config_path, f"architecture {architecture}: llama.cpp's converter (llama-cpp-python "
+                                      f"{version('llama-cpp-python')}) cannot convert it to GGUF")
+    if architecture == "Gemma3ForCausalLM":
+        config = json.loads(config_path.read_text())
+        heads, hidden = config.get("num_attention_heads", 8), config.get("hidden_size", 2304)
+        # llama.cpp scales Gemma 3's queries by 1/sqrt(head_dim), by 1/sqrt(hidden/heads) for
+        # the 27B (62 layers), whatever query_pre_attn_scalar says (llama-model.cpp).
+        scale = hidden // heads if config.get("num_hidden_layers") == 62 else config.get("head_dim", 256)
+        if config.get("query_pre_attn_scalar", 256) != scale:
+            raise InputError(config_path, f"architecture {architecture} with query_pre_attn_scalar "
+                                          f"{config.get('query_pre_attn_scalar', 256)}: llama.cpp scales attention by "
+                                          f"1/sqrt({scale}), so its GGUF would be another model")
+
+
 class HfCausalLmKind(ModelKind):
     """A decoder language model, quantized from its safetensors directory."""
 
@@ -137,6 +168,7 @@ class HfCausalLmKind(ModelKind):
         architectures = _architectures(path)
         if not any(a.endswith("ForCausalLM") for a in architectures):
             raise InputError(config_path, f"not a causal language model (architectures: {architectures or 'none'})")
+        _check_architecture(config_path, architectures[0])
         weights = sorted(path.glob("*.safetensors"))
         if not weights:
             raise InputError(path, "no safetensors weights (pickles are never loaded)")

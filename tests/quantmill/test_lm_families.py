@@ -80,3 +80,20 @@ def test_each_family_matches_llama_cpp_from_tokens_to_kld(family, tiny_llama, tm
     chosen = get_metric("language-modeling").evaluate_model(reference, llama_cpp.outputs, q8, heldout)
     low, high = chosen.secondary["mean_kl_ci_low"], chosen.secondary["mean_kl_ci_high"]
     assert low <= chosen.confirmed.secondary["mean_kl"] <= high, (chosen.secondary, chosen.confirmed.secondary)
+
+
+@pytest.mark.parametrize(("family", "change", "problem"), [
+    ("llama", {"architectures": ["MadeUpForCausalLM"], "auto_map": {"AutoModelForCausalLM": "x.MadeUpForCausalLM"}},
+     "architecture MadeUpForCausalLM: transformers"),
+    ("gemma3", {"query_pre_attn_scalar": 256}, "architecture Gemma3ForCausalLM with query_pre_attn_scalar 256: "
+                                               "llama.cpp scales attention by 1/sqrt(64)"),
+], ids=["unknown-architecture", "gemma3-attention-scale"])
+def test_an_architecture_quantmill_cannot_carry_is_refused_in_one_line(tiny_llama, tmp_path, family, change, problem):
+    from quantmill.errors import InputError
+
+    folder = _family_model(family, tiny_llama.model_dir, tmp_path / family)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(InputError) as refused:
+        resolve_model(str(folder), "language-modeling", tmp_path / "work")
+    assert str(refused.value).startswith(f"{folder / 'config.json'}: {problem}") and "\n" not in str(refused.value)
