@@ -12,10 +12,16 @@ import numpy as np
 from quantmill.calibration import CalibrationPolicy
 from quantmill.data import Dataset, check_regular_file, read_npz
 from quantmill.errors import FormatUnavailable, InputError
-from quantmill.llama_converter import converter_architectures
 from quantmill.hashing import sha256_file, sha256_files
+from quantmill.llama_converter import converter_architectures
 from quantmill.models.base import Model, ModelKind
-from quantmill.models.gguf_input import detokenize, folder_from_gguf, is_gguf, source_gguf, tokenize
+from quantmill.models.gguf_input import (
+    detokenize,
+    folder_from_gguf,
+    is_gguf,
+    source_gguf,
+    tokenize,
+)
 from quantmill.tracking.registry import transformers_weights_dir
 
 WINDOW = 128

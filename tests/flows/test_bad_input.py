@@ -134,6 +134,13 @@ def test_classification_data_without_labels(capsys, digits, tmp_path, quantmill_
     ("--max-size-mb", "1", "max_size_mb is a goal for a search: give search_seconds (--search-seconds) too, the time it "
                            "may go on trying attempts"),
     ("--max-latency-ms", "0", "max_latency_ms must be a positive number, not 0.0"),
+    # Numbers that are not finite or out of range, whichever option carries them.
+    ("--benchmark-seconds", "nan", "benchmark_seconds must be a finite number of seconds above 0, not nan"),
+    ("--benchmark-seconds", "-1", "benchmark_seconds must be a finite number of seconds above 0, not -1.0"),
+    ("--benchmark-seconds", "inf", "benchmark_seconds must be a finite number of seconds above 0, not inf"),
+    ("--search-seconds", "nan", "search_seconds must be a finite number of seconds, 0 or more, not nan"),
+    ("--search-seconds", "-5", "search_seconds must be a finite number of seconds, 0 or more, not -5.0"),
+    ("--max-size-mb", "nan", "max_size_mb must be a positive number, not nan"),
 ])
 def test_budgets_that_cannot_be_judged(capsys, digits, quantmill_home, flag, value, problem):
     code = main(["run", str(digits.model), "--task", "classification", "--calibration-data", str(digits.calibration),
@@ -218,23 +225,6 @@ def test_files_that_are_not_regular_files(capsys, digits, tmp_path, quantmill_ho
     started = time.monotonic()
     _assert_rejected(*_run(capsys, files["model"], files["calibration"], files["evaluation"]), bad, problem, quantmill_home)
     assert time.monotonic() - started < 10
-
-
-# Class: numbers that are not finite or out of range, whichever option carries them.
-@pytest.mark.parametrize(("flag", "value", "problem"), [
-    ("--benchmark-seconds", "nan", "benchmark_seconds must be a finite number of seconds above 0, not nan"),
-    ("--benchmark-seconds", "-1", "benchmark_seconds must be a finite number of seconds above 0, not -1.0"),
-    ("--benchmark-seconds", "inf", "benchmark_seconds must be a finite number of seconds above 0, not inf"),
-    ("--search-seconds", "nan", "search_seconds must be a finite number of seconds, 0 or more, not nan"),
-    ("--search-seconds", "-5", "search_seconds must be a finite number of seconds, 0 or more, not -5.0"),
-    ("--max-size-mb", "nan", "max_size_mb must be a positive number, not nan"),
-])
-def test_numbers_that_are_not_finite_or_in_range(capsys, digits, quantmill_home, flag, value, problem):
-    code = main(["run", str(digits.model), "--task", "classification", "--calibration-data", str(digits.calibration),
-                 "--eval-data", str(digits.evaluation), "--search-seconds", "1", flag, value])
-    err = capsys.readouterr().err.strip()
-    assert code == EXIT_BAD_INPUT and err == f"quantmill: error: {problem}"
-    assert not (quantmill_home / "mlflow.db").exists()
 
 
 def test_sensitivity_out_naming_a_file(capsys, digits, tmp_path, quantmill_home):
