@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from quantmill.errors import InputError
-from quantmill.hashing import sha256_file
+from quantmill.hashing import sha256_tree
 from quantmill.isolation import in_worker
 
 _MAGIC = b"GGUF"
@@ -46,7 +46,8 @@ def folder_from_gguf(gguf: Path, workdir: Path) -> Path:
     weights' type), made once per GGUF content under workdir and moved into place whole.
     Raises InputError naming the file when transformers cannot read it (an architecture its
     GGUF loader does not know)."""
-    digest = sha256_file(gguf)
+    # Hashed once per process for an unchanged file (a GGUF may be many GB).
+    digest = sha256_tree(gguf)
     out = workdir / "from-gguf" / digest[:16]
     if (out / SOURCE_RECORD).is_file():
         return out
@@ -81,12 +82,17 @@ def source_record(folder: Path) -> dict | None:
 def tokenize(gguf: Path, text: str) -> tuple[np.ndarray, int | None]:
     """Return text's token ids by gguf's own tokenizer (llama.cpp's, in its worker process),
     without BOS, and the BOS id when the GGUF says a text starts with one (else None)."""
-    return in_worker("llama.cpp", f"tokenizing with {gguf.name}", _tokenize, gguf, text, preload=("llama_cpp",))
+    from quantmill.runtimes.llama_cpp import LlamaCpp
+
+    return in_worker(LlamaCpp.name, f"tokenizing with {gguf.name}", _tokenize, gguf, text, preload=LlamaCpp.preload)
 
 
 def detokenize(gguf: Path, windows: np.ndarray) -> list[str]:
     """Return each window of token ids as text by gguf's own tokenizer (llama.cpp's)."""
-    return in_worker("llama.cpp", f"detokenizing with {gguf.name}", _detokenize, gguf, windows, preload=("llama_cpp",))
+    from quantmill.runtimes.llama_cpp import LlamaCpp
+
+    return in_worker(LlamaCpp.name, f"detokenizing with {gguf.name}", _detokenize, gguf, windows,
+                     preload=LlamaCpp.preload)
 
 
 def _vocab(gguf: Path):
