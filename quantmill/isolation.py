@@ -192,12 +192,15 @@ class Worker:
         self._close()
 
 
-def run_command(command: list[str], what: str, timeout: float, env: dict[str, str] | None = None) -> str:
-    """Run command (a native tool, or a one-shot measuring process) and return its stdout.
+def run_command(command: list[str], what: str, timeout: float, env: dict[str, str] | None = None,
+                merge_stderr: bool = False) -> str:
+    """Run command (a native tool, or a one-shot measuring process) and return its stdout,
+    with its stderr in it where merge_stderr (llama.cpp's programs log their results there).
     Raises WorkerCrashed with the signal or exit status and the tail of its stderr when it
     fails; WorkerTimeout when it runs past timeout seconds (it is killed)."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=timeout)
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+                              text=True, env=env, check=False, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise WorkerTimeout(f"{what} ran past {timeout:g} s and was killed") from None
     if done.returncode != 0:

@@ -244,11 +244,14 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
-def compare_logits(reference: np.ndarray | LogProbs, candidate: np.ndarray | LogProbs, windows: np.ndarray) -> Evaluation:
+def compare_logits(reference: np.ndarray | LogProbs, candidate: np.ndarray | LogProbs, windows: np.ndarray,
+                   context: int = 0) -> Evaluation:
     """Return the Evaluation of candidate against reference on token windows, each given as
     logits [windows, positions, vocab] or as LogProbs; one window of each is held at a time,
     in float32, and reduced to per-position figures (memory stays flat in the vocabulary
-    size and the window count).
+    size and the window count). The first `context` positions of each window are context
+    only, not scored: llama-perplexity scores the second half of each chunk (context =
+    n_ctx // 2), so that every scored token has at least that much before it.
 
     The drop is the relative perplexity increase in percent; baseline_metric and
     quantized_metric are the two perplexities. Secondary metrics follow llama.cpp's
@@ -258,8 +261,8 @@ def compare_logits(reference: np.ndarray | LogProbs, candidate: np.ndarray | Log
     actual next token (mean, RMS, 1st and 99th percentiles; percent), and the share of
     positions whose top token is the same ("top1_agreement", percent).
     """
-    targets = windows[:, 1:]
-    per_window = [_position_figures(ref, cand, target)
+    targets = windows[:, 1 + context:]
+    per_window = [_position_figures(ref[context:], cand[context:], target)
                   for ref, cand, target in zip(_log_prob_windows(reference), _log_prob_windows(candidate), targets)]
     kl, ref_picked, cand_picked, same = (np.stack(column) for column in zip(*per_window))
     base_ppl, cand_ppl = math.exp(-float(ref_picked.mean())), math.exp(-float(cand_picked.mean()))

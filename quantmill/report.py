@@ -25,13 +25,18 @@ from quantmill.speed import LATENCY, THROUGHPUT, compare
 REPORT_FILE = "report.json"
 
 
+def family_of(model: dict) -> str:
+    """Return the model's family, with its architecture where it has one."""
+    return f"{model['family']} ({model['architecture']})" if model.get("architecture") else model["family"]
+
+
 def model_section(model: Model) -> dict:
     """Return the report's `model` section."""
     return {
         "uri": model.uri, "name": model.name, "version": model.version, "sha256": model.sha256,
         "source_format": model.kind, "path": str(model.path),
         "family": model.family, "parameters": model.parameters, "size_bytes": model.size_bytes,
-        "op_counts": model.op_counts,
+        "op_counts": model.op_counts, "architecture": model.architecture, "reference": model.reference,
     }
 
 
@@ -180,7 +185,9 @@ def render_summary(report: dict) -> str:
     """Return a plain-text summary: model, calibration verdict, one row per attempt, gate."""
     model, cal, gate = report["model"], report["calibration"], report["gate"]
     lines = [
-        f"model     {model['name']} v{model['version'] or '-'}  {model['family']}, {model['parameters']:,} params, sha256 {model['sha256'][:12]}",
+        f"model     {model['name']} v{model['version'] or '-'}  {family_of(model)}, {model['parameters']:,} params, "
+        f"sha256 {model['sha256'][:12]}",
+        f"reference {model.get('reference') or 'not stated'}",
         f"hardware  {report['hardware']['description']}",
         f"calib     {cal['status']}: {cal['n_samples']} samples, KS D={cal['ks_statistic']:.3f} "
         f"p={cal['ks_pvalue']:.3g} ({cal['features_drifted']}/{cal['features_tested']} drifted), "

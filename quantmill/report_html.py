@@ -21,6 +21,7 @@ from matplotlib.ticker import FuncFormatter
 
 from quantmill.atomic import atomic_file
 from quantmill.benchmark_table import measured_targets
+from quantmill.report import family_of
 
 HTML_FILE = "report.html"
 _STATUS_COLOUR = {"passed": "#1a7f37", "failed": "#cf222e", "manual_review": "#9a6700"}
@@ -76,7 +77,8 @@ def render_html(report: dict) -> str:
         "<ul>" + "".join(f"<li>{_e(r)}</li>" for r in gate["reasons"]) + "</ul>",
         (f"<p>search: chose attempt {report['search']['chosen_attempt']}, {_e(report['search']['why'])}; "
          "measured again for the gate.</p>" if report.get("search") else ""),
-        f"<p>{_e(model['family'])}, {model['parameters']:,} parameters, sha256 {_e(model['sha256'][:12])}; "
+        f"<p>{_e(family_of(model))}, {model['parameters']:,} parameters, sha256 {_e(model['sha256'][:12])}; "
+        f"reference: {_e(model.get('reference') or 'not stated')}; "
         f"task {_e(report['task'])}; budget {budget['value']:g} {_e(budget['unit'])}"
         + (f" and mean KLD {budget['max_kld']:g}" if budget.get("max_kld") is not None else "")
         + f"; objective {_e(report['objective'])}; hardware {_e(report['hardware']['description'])}</p>",

@@ -67,7 +67,9 @@ def select_formats(
     Measured formats within budget come first, fastest first; measured formats over budget
     follow (escalation may bring them in); the fallback closes the list. Only rows measured
     on the same kind of machine (hardware.same_machine) count when there are any; otherwise
-    the rows measured elsewhere do, and each reason says so. With nothing measured, the
+    the rows measured elsewhere do, and each reason says so. Of those, a format's rows from
+    real models stand for it where there are any, its test models' rows otherwise (the reason
+    says so). With nothing measured, the
     formats with no calibration risk, then the fallback. Raises QuantmillError for a target no
     format runs on for this kind.
     """
@@ -81,7 +83,12 @@ def select_formats(
     elsewhere = "" if here or not rows else (
         f"measured elsewhere ({'; '.join(sorted({r.machine or 'hardware not stated' for r in rows}))}), "
         f"no rows for this machine ({machine or 'its hardware is not known here'}): ")
-    measured = aggregate(here or rows)
+    pool = here or rows
+    # A real model's rows speak for a format; a test model's only where no real model's do.
+    real = {r.format for r in pool if not r.test_model}
+    pool = [r for r in pool if not r.test_model or r.format not in real]
+    test_only = {r.format for r in pool if r.test_model}
+    measured = aggregate(pool)
     if not measured:
         conservative = [f.name for f in formats if f.safety == CONSERVATIVE] + [fallback]
         return tuple(
@@ -91,16 +98,17 @@ def select_formats(
         )
     within = sorted((r for r in measured if r.accuracy_drop <= budget), key=lambda r: -r.speedup)
     over = sorted((r for r in measured if r.accuracy_drop > budget), key=lambda r: r.accuracy_drop)
-    candidates = [Candidate(r.format, elsewhere + _why(r, budget, unit, True)) for r in within]
-    candidates += [Candidate(r.format, elsewhere + _why(r, budget, unit, False)) for r in over]
+    candidates = [Candidate(r.format, elsewhere + _why(r, budget, unit, True, r.format in test_only)) for r in within]
+    candidates += [Candidate(r.format, elsewhere + _why(r, budget, unit, False, r.format in test_only)) for r in over]
     if fallback not in {c.format for c in candidates}:
         candidates.append(Candidate(fallback, f"not measured for {family} on {target.name}; last resort"))
     return tuple(candidates)
 
 
-def _why(row: MeasuredFormat, budget: float, unit: str, within: bool) -> str:
+def _why(row: MeasuredFormat, budget: float, unit: str, within: bool, test_model: bool) -> str:
     verdict = f"within the budget of {budget:g} {unit}" if within else f"over the budget of {budget:g} {unit}, tried after those within"
     return (
+        f"{'measured on test models only: ' if test_model else ''}"
         f"measured drop {row.accuracy_drop:.2f} {unit} {verdict}; {row.speedup:.2f}x throughput "
         f"({row.speedup_low:.2f}-{row.speedup_high:.2f}x), {row.compression:.2f}x smaller; medians of {row.n} run(s) "
         f"({row.sources})"

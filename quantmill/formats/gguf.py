@@ -35,14 +35,14 @@ from quantmill.models.hf_causal_lm import decode_windows
 from quantmill.progress import Progress
 
 # ftype numbers from llama.h (LLAMA_FTYPE_MOSTLY_*), smallest scheme first: the ladder.
-FTYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18, "Q8_0": 7}
+FTYPES = {"Q3_K_M": 12, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18, "Q8_0": 7}
 F16_FTYPE = 1
 # The schemes whose rounding llama.cpp weights by an importance matrix (not Q8_0's).
-IMATRIX_SCHEMES = ("Q4_K_M", "Q5_K_M", "Q6_K")
+IMATRIX_SCHEMES = ("Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K")
 # ggml types a per-tensor override may name (llama-quantize --tensor-type), smallest first,
 # and the type each scheme gives most of its tensors.
 TENSOR_TYPES = ("q3_k", "q4_k", "q5_k", "q6_k", "q8_0")
-SCHEME_TYPE = {"Q4_K_M": "q4_k", "Q5_K_M": "q5_k", "Q6_K": "q6_k", "Q8_0": "q8_0"}
+SCHEME_TYPE = {"Q3_K_M": "q3_k", "Q4_K_M": "q4_k", "Q5_K_M": "q5_k", "Q6_K": "q6_k", "Q8_0": "q8_0"}
 # Llama's tensor names in a GGUF: the FFN's up and gate projections hold two thirds of its
 # weights (one type smaller makes the file smaller); attention is where llama.cpp itself
 # spends extra bits (one type larger buys error back for little size).
@@ -141,13 +141,14 @@ def quantize_gguf(f16_path: Path, out_path: Path, scheme: str) -> Path:
     return out_path
 
 
-def llama_tools() -> Path:
-    """Return the folder holding llama.cpp's llama-imatrix and llama-quantize programs.
+def llama_tools(*programs: str) -> Path:
+    """Return the folder holding llama.cpp's programs (by default llama-imatrix and
+    llama-quantize; else those named).
 
     Raises FormatUnavailable when they have not been built (see the Makefile).
     """
     root = Path(os.environ.get(TOOLS_ENV, Path(__file__).resolve().parents[2] / ".quantmill" / "llama-tools"))
-    for program in ("llama-imatrix", "llama-quantize"):
+    for program in programs or ("llama-imatrix", "llama-quantize"):
         if not os.access(root / program, os.X_OK):
             raise FormatUnavailable(f"llama.cpp's {program} is not at {root}/{program} (run `make llama-tools`)")
     return root
@@ -155,6 +156,20 @@ def llama_tools() -> Path:
 
 def _run_tool(command: list[str], what: str, env: dict[str, str] | None = None) -> None:
     run_command(command, what, TOOL_TIMEOUT_S, env)
+
+
+def run_model_tool(command: list[str], what: str) -> str:
+    """Run a llama.cpp program that loads a model and computes with it (llama-imatrix,
+    llama-perplexity) with the CPU buffer types quantmill's own loads use, once more without
+    the extra ones where they crashed (llama_buffers); return its stdout and stderr. Raises
+    WorkerCrashed when it fails, WorkerTimeout past TOOL_TIMEOUT_S."""
+    isa = local_cpu("llama.cpp").isa
+    try:
+        return run_command([*command, *_repack_flags(isa)], what, TOOL_TIMEOUT_S, merge_stderr=True)
+    except WorkerCrashed:
+        if not after_crash(isa):
+            raise
+        return run_command([*command, *_repack_flags(isa)], f"{what} (--no-repack)", TOOL_TIMEOUT_S, merge_stderr=True)
 
 
 def compute_imatrix(f16_path: Path, model_dir: Path, calibration: Dataset, out_path: Path) -> Path:
@@ -169,15 +184,8 @@ def compute_imatrix(f16_path: Path, model_dir: Path, calibration: Dataset, out_p
         tmp.write_text("\n".join(decode_windows(model_dir, windows)))
     command = [str(tools / "llama-imatrix"), "-m", str(f16_path), "-f", str(text), "-c", str(windows.shape[1]),
                "--chunks", str(len(windows)), "--no-ppl", "-t", str(os.cpu_count() or 1)]
-    isa = local_cpu("llama.cpp").isa
     with atomic_file(out_path) as tmp:
-        try:
-            _run_tool([*command, "-o", str(tmp), *_repack_flags(isa)], f"llama-imatrix on {f16_path}")
-        except WorkerCrashed:
-            # Once more without the extra CPU buffer types, where they crashed (llama_buffers).
-            if not after_crash(isa):
-                raise
-            _run_tool([*command, "-o", str(tmp), *_repack_flags(isa)], f"llama-imatrix --no-repack on {f16_path}")
+        run_model_tool([*command, "-o", str(tmp)], f"llama-imatrix on {f16_path}")
     return out_path
 
 
@@ -304,6 +312,7 @@ class Gguf(_GgufFormat):
 
 FORMATS = (
     GgufF16(),
+    Gguf("Q3_K_M", "3-bit k-quants, 4- and 5-bit for sensitive tensors"),
     Gguf("Q4_K_M", "4-bit k-quants, 6-bit for sensitive tensors"),
     Gguf("Q5_K_M", "5-bit k-quants, 6-bit for sensitive tensors"),
     Gguf("Q6_K", "6-bit k-quants"),

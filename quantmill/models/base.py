@@ -21,7 +21,9 @@ class Model:
     read (an ONNX graph, or a Hugging Face directory); sha256: the fingerprint of the
     source weights; family, parameters, size_bytes: what inspection found; tokenizer_dir:
     where text is tokenized from, if the model has a tokenizer; inputs and op_counts: the
-    ONNX graph's, for kinds quantized as ONNX.
+    ONNX graph's, for kinds quantized as ONNX; architecture: the model's own class name
+    (config.json's architectures) where it has one; reference: what every quantized form is
+    measured against, in words (the report names it).
     """
 
     uri: str
@@ -36,6 +38,8 @@ class Model:
     tokenizer_dir: Path | None = None
     inputs: tuple[TensorSpec, ...] = ()
     op_counts: dict[str, int] = field(default_factory=dict)
+    architecture: str = ""
+    reference: str = ""
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict that from_dict() reads back (a flow parameter)."""

@@ -20,6 +20,7 @@ from quantmill.models.gguf_input import (
     folder_from_gguf,
     is_gguf,
     source_gguf,
+    source_record,
     tokenize,
 )
 from quantmill.tracking.registry import transformers_weights_dir
@@ -180,8 +181,12 @@ class HfCausalLmKind(ModelKind):
             raise InputError(path, "no safetensors weights (pickles are never loaded)")
         if not any((path / file).is_file() for file in ("tokenizer.json", "tokenizer.model")):
             raise InputError(path, "no tokenizer (tokenizer.json or tokenizer.model)")
+        record = source_record(path)
+        reference = ("the checkpoint's weights, run in float32" if record is None else
+                     f"fp16 dequantized from {record['gguf']} ({record['file_type']} weights), run in float32")
         return Model(uri, name, version, self.name, path, sha256_files(weights, path), "decoder-lm",
-                     _parameters(weights), sum(w.stat().st_size for w in weights), tokenizer_dir=path)
+                     _parameters(weights), sum(w.stat().st_size for w in weights), tokenizer_dir=path,
+                     architecture=architectures[0], reference=reference)
 
     def from_registry(self, local: Path, flavors: dict, uri: str, name: str, version: str, workdir: Path) -> Model:
         """Return the Model of a downloaded transformers-flavor causal LM."""

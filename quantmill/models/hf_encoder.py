@@ -4,6 +4,7 @@ to an ONNX graph, which the ONNX formats quantize."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from quantmill.errors import InputError
@@ -47,7 +48,9 @@ class HfEncoderKind(OnnxKind):
         if not graph.exists():
             export_encoder(path, graph)
         tokenizer = path if (path / "tokenizer.json").is_file() or (path / "vocab.txt").is_file() else None
-        return onnx_model(graph, uri, name, version, self.name, fingerprint, tokenizer)
+        architectures = json.loads((path / "config.json").read_text()).get("architectures") or [""]
+        return onnx_model(graph, uri, name, version, self.name, fingerprint, tokenizer, str(architectures[0]),
+                          "the checkpoint exported to ONNX in FP32, on ONNX Runtime")
 
     def from_registry(self, local: Path, flavors: dict, uri: str, name: str, version: str, workdir: Path) -> Model:
         """Return the Model of a downloaded transformers-flavor encoder."""

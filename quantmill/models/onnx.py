@@ -55,12 +55,13 @@ def _check_finite_weights(path: Path) -> None:
 
 
 def onnx_model(graph: Path, uri: str, name: str, version: str | None, kind: str, sha256: str,
-               tokenizer_dir: Path | None = None) -> Model:
+               tokenizer_dir: Path | None = None, architecture: str = "",
+               reference: str = "the FP32 ONNX graph on ONNX Runtime") -> Model:
     """Return the Model of an ONNX graph, with what inspecting the graph finds."""
     profile = inspect_model(graph)
     return Model(
         uri, name, version, kind, graph, sha256, profile.family, profile.parameters, profile.size_bytes,
-        tokenizer_dir, profile.inputs, profile.op_counts,
+        tokenizer_dir, profile.inputs, profile.op_counts, architecture, reference,
     )
 
 

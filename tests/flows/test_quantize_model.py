@@ -133,6 +133,7 @@ def test_minilm_encoder_directory(text_sets, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert code == EXIT_CODES[report["gate"]["status"]]
     assert report["model"]["family"] == "transformer-encoder" and report["model"]["source_format"] == "hf-encoder"
+    assert report["model"]["architecture"] == "BertModel" and "exported to ONNX in FP32" in report["model"]["reference"]
     attempt = report["attempts"][0]
     assert attempt["format"] == "onnx-int8-dynamic"
     assert attempt["metric_name"] == "retrieval_agreement_at_10" and attempt["baseline_metric"] == 100.0

@@ -1,10 +1,11 @@
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from quantmill.benchmark_table import TableRow, append_rows, load_table
-from quantmill.errors import QuantmillError
+from quantmill.errors import InputError, QuantmillError
 from quantmill.formats import FORMATS, baseline_for, get_format, offered, select_formats
 from quantmill.formats.awq import AwqOptions
 from quantmill.formats.base import NoOptions
@@ -45,6 +46,16 @@ def test_rows_for_one_format_are_aggregated_to_medians_with_their_spread():
     assert "medians of 3 run(s)" in first.reason and "1.20x throughput (1.10-3.00x)" in second.reason
 
 
+def test_a_real_models_rows_speak_for_a_format_a_test_models_only_where_none_do():
+    tiny, real = replace(_row("onnx-int8-static", 0.1, 3.0), test_model=True), _row("onnx-int8-static", 2.5, 1.2)
+    dynamic = replace(_row("onnx-int8-dynamic", 0.2, 1.5), test_model=True)
+    candidates = _select((tiny, real, dynamic))
+    # The real model's 2.5-point drop, not the test model's 0.1, places static INT8.
+    assert [c.format for c in candidates] == ["onnx-int8-dynamic", "onnx-int8-static", "onnx-fp16"]
+    assert "measured on test models only: measured drop 0.20" in candidates[0].reason
+    assert "test models" not in candidates[1].reason and "measured drop 2.50 points over" in candidates[1].reason
+
+
 def test_unmeasured_family_gets_the_conservative_choice_and_says_so():
     candidates = _select((_row("onnx-int8-static", 0.1, 2.0),), family="mlp")
     assert [c.format for c in candidates] == ["onnx-int8-dynamic", "onnx-fp16"]
@@ -63,7 +74,8 @@ def test_offered_honours_the_target():
     assert {f.name for f in offered("hf-causal-lm", HOST)} >= {"gguf-q4_k_m", "gguf-q8_0", "awq-w4a16"}
     # On a GPU, language models run as GGUF on llama.cpp's CUDA backend; AWQ's runtime
     # (transformers on the CPU) is not offered there.
-    assert {f.name for f in offered("hf-causal-lm", GPU)} == {"gguf-q4_k_m", "gguf-q5_k_m", "gguf-q6_k", "gguf-q8_0"}
+    assert {f.name for f in offered("hf-causal-lm", GPU)} == {
+        "gguf-q3_k_m", "gguf-q4_k_m", "gguf-q5_k_m", "gguf-q6_k", "gguf-q8_0"}
     assert [c.format for c in select_formats("hf-causal-lm", "decoder-lm", GPU, 5.0, "%", ())] == ["gguf-q8_0"]
 
 
@@ -145,9 +157,19 @@ def test_options_are_validated_where_they_are_made():
 
 
 def test_table_round_trip_and_the_shipped_table_loads(tmp_path):
-    rows = (_row("onnx-fp16", 0.0, 0.9),)
+    rows = (_row("onnx-fp16", 0.0, 0.9), replace(_row("gguf-q4_k_m", 3.1, 1.5), model="SmolLM2", kld=0.0421),
+            replace(_row("gguf-q8_0", 0.1, 1.2), test_model=True))
     append_rows(tmp_path / "t.csv", rows)
     assert load_table(tmp_path) == rows
+    # A table written before the model columns loads, as measured on non-test models; it
+    # takes no appended rows until rewritten.
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "t.csv").write_text("family,hardware,format,accuracy_drop,compression,speedup,n_measurements,source,machine\n"
+                                 "cnn,cpu,onnx-fp16,0.0,4.0,0.9,1,test,\n")
+    assert load_table(older) == rows[:1]
+    with pytest.raises(InputError, match="header differs"):
+        append_rows(older / "t.csv", rows)
     shipped = load_table(Path(__file__).resolve().parents[2] / "benchmark_tables")
     assert {r.family for r in shipped} >= {"cnn", "transformer-encoder", "decoder-lm"}
     assert all(r.source for r in shipped) and {r.format for r in shipped} <= set(FORMATS)

@@ -60,6 +60,9 @@ def test_smollm2_from_its_package_gguf_reads_english_prose_as_llama_cpp_does(tmp
     files = smollm2_files(tmp_path / "prose")
     model = resolve_model(str(files.gguf), "language-modeling", tmp_path / "work")
     assert source_record(model.path)["file_type"] == "Q4_1" and 130e6 < model.parameters < 140e6
+    # The report names what the reference is: not the original weights, which were Q4_1's.
+    assert model.architecture == "LlamaForCausalLM"
+    assert model.reference == "fp16 dequantized from SmolLM2-135M-Instruct.Q4_1.gguf (Q4_1 weights), run in float32"
     windows = text_dataset(model.path, files.heldout_text, 8).inputs["input_ids"]
     f16 = baseline_for(model.kind).quantize(model, NoOptions(), None, tmp_path / "work")
     result = compare_logits(get_runtime("transformers").log_probs(model.path, windows),
