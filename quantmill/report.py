@@ -219,7 +219,8 @@ def render_summary(report: dict) -> str:
         )
     for failure in report.get("failures", []):
         lines.append(f"{'x':>2}  {failure['format']:<56} failed: {failure['reason'][:80]}")
-    with_kld = [a for a in report["attempts"] if "mean_kl" in a["secondary_metrics"]]
+    # A language model's token-level figures (a classifier's KL has no interval or Δp).
+    with_kld = [a for a in report["attempts"] if "mean_kl_ci_low" in a["secondary_metrics"]]
     if with_kld:
         lines += ["", f"{'#':>2}  {'KLD mean':>9} {'95% CI':>19} {'KLD p99':>9} {'RMS dp %':>9} {'same top %':>10}"]
         for a in with_kld:

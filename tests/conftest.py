@@ -60,6 +60,13 @@ def prefect_api():
 
 
 @pytest.fixture(scope="session")
+def efficientnet_lite0():
+    from quantmill.zoo.efficientnet_lite0 import build_efficientnet_lite0
+
+    return build_efficientnet_lite0(MODEL_CACHE / "efficientnet-lite0")
+
+
+@pytest.fixture(scope="session")
 def tiny_llama():
     from quantmill.zoo.tiny_llama import build_tiny_llama
 

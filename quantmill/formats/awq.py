@@ -69,7 +69,8 @@ class Awq(Format):
     def quantize(self, model: Model, options: AwqOptions, calibration: Dataset | None, workdir: Path,
                  progress: Progress | None = None) -> Path:
         """Write the AWQ checkpoint folder (whole, via a staging folder) and return it.
-        Raises ValueError without calibration data; llm-compressor's errors pass through."""
+        Raises ValueError without calibration data or when the group size does not divide a
+        quantized layer's input columns; llm-compressor's errors pass through."""
         import torch
         from datasets import Dataset as HfDataset
         from llmcompressor import oneshot
@@ -83,6 +84,7 @@ class Awq(Format):
         rows = [{"input_ids": row.tolist(), "attention_mask": [1] * len(row)} for row in windows]
         loaded = AutoModelForCausalLM.from_pretrained(model.path, dtype=torch.float32, use_safetensors=True,
                                                       trust_remote_code=False)
+        _check_groups(loaded, options)
         recipe = AWQModifier(ignore=list(options.ignore), config_groups={"group_0": _scheme(options)})
         layers = loaded.get_decoder().layers
         hooks = [] if progress is None else _layers_reached(layers, progress)
@@ -107,6 +109,21 @@ class Awq(Format):
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return out_dir
+
+
+def _check_groups(model, options: AwqOptions) -> None:
+    # llm-compressor finds this too, but only after loading its pipeline, and names neither
+    # the columns nor the group sizes that would fit (SmolLM2's 576 columns take 64, not 128).
+    import torch
+
+    uneven = [(name, module.in_features) for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] not in options.ignore
+              and module.in_features % options.group_size]
+    if uneven:
+        name, columns = uneven[0]
+        fitting = [g for g in GROUP_SIZES if all(c % g == 0 for _, c in uneven)]
+        raise ValueError(f"AWQ group size {options.group_size} does not divide the {columns} input columns of {name} "
+                         f"({len(uneven)} layers); group sizes that do: {', '.join(map(str, fitting)) or 'none'}")
 
 
 def _layers_reached(layers, progress: Progress) -> list:

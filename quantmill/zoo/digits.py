@@ -11,9 +11,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from quantmill.atomic import atomic_file
-
-INPUT = "pixels"
+from quantmill.zoo.onnx_export import INPUT, export_classifier, save_npz
 
 
 @dataclass(frozen=True)
@@ -57,11 +55,11 @@ def build_digits(directory: Path, seed: int = 0, epochs: int = 30) -> DigitsFile
     if not files.model.exists():
         torch.manual_seed(seed)
         net = _train(_Net(), train_x, train_y, epochs)
-        _export(net, files.model)
+        export_classifier(net, (1, 1, 8, 8), files.model)
         rng = np.random.default_rng(seed)
         calib = rng.choice(len(train_x), 256, replace=False)
-        _save_npz(files.calibration, {INPUT: train_x[calib], "labels": train_y[calib]})
-        _save_npz(files.evaluation, {INPUT: eval_x, "labels": eval_y})
+        save_npz(files.calibration, {INPUT: train_x[calib], "labels": train_y[calib]})
+        save_npz(files.evaluation, {INPUT: eval_x, "labels": eval_y})
     import onnxruntime as ort
 
     logits = ort.InferenceSession(str(files.model), providers=["CPUExecutionProvider"]).run(None, {INPUT: eval_x})[0]
@@ -80,17 +78,3 @@ def _train(net: _Net, x: np.ndarray, y: np.ndarray, epochs: int) -> _Net:
             torch.nn.functional.cross_entropy(net(batch_x), batch_y).backward()
             optimizer.step()
     return net.eval()
-
-
-def _export(net: _Net, path: Path) -> None:
-    with torch.no_grad(), atomic_file(path) as tmp:
-        torch.onnx.export(
-            net, (torch.zeros(1, 1, 8, 8),), str(tmp), dynamo=False, opset_version=17,
-            input_names=[INPUT], output_names=["logits"],
-            dynamic_axes={INPUT: {0: "batch"}, "logits": {0: "batch"}},
-        )
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with atomic_file(path) as tmp:
-        np.savez(tmp, **arrays)

@@ -117,13 +117,6 @@ def test_nan_weights_are_refused_naming_the_tensor(capsys, digits, tmp_path, qua
                      f"weight {first.name!r} holds 1 NaN or inf value(s)", quantmill_home)
 
 
-def test_classification_data_without_labels(capsys, digits, tmp_path, quantmill_home):
-    with np.load(digits.evaluation) as data:
-        unlabelled = _npz(tmp_path / "eval.npz", pixels=data["pixels"])
-    _assert_rejected(*_run(capsys, digits.model, digits.calibration, unlabelled), unlabelled,
-                     "classification needs 'labels', one integer class per sample", quantmill_home)
-
-
 @pytest.mark.parametrize(("flag", "value", "problem"), [
     ("--max-accuracy-drop", "nan", "max_accuracy_drop must be a finite number of points, not nan"),
     ("--max-accuracy-drop", "inf", "max_accuracy_drop must be a finite number of points, not inf"),
