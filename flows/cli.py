@@ -91,9 +91,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def check_out(out: Path, what: str) -> None:
     """Create the --out folder out (for what) and check that it takes a file. Raises
-    InputError naming it when it is not a folder or cannot be written."""
+    InputError naming it when it is not a folder or cannot be written, or when it is, or
+    holds, a symbolic link (what quantmill writes there would land wherever a link points)."""
+    if out.is_symlink():
+        raise InputError(out, f"is a symbolic link; --out names a real folder for {what}, which links would redirect")
     if out.exists() and not out.is_dir():
         raise InputError(out, f"exists and is not a folder (--out names the folder for {what})")
+    links = sorted(p.name for p in out.iterdir() if p.is_symlink()) if out.is_dir() else []
+    if links:
+        raise InputError(out, f"holds symbolic links ({', '.join(links)}); what quantmill writes there would follow them")
     try:
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()

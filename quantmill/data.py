@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import stat
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,12 +240,55 @@ def split_file(path: Path, out_dir: Path, fraction: float = 0.5, seed: int = 0) 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """Return the arrays of the .npz at path (never unpickling). Raises InputError naming
-    path when it is not a readable archive."""
+    path when it is not a readable archive, or when an array's header declares more bytes
+    than the archive holds for it (checked before anything is allocated)."""
     try:
+        _check_npz_headers(path)
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, EOFError) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise InputError(path, f"not a readable .npz archive ({str(err).splitlines()[0]})") from None
+    except MemoryError:
+        raise InputError(path, "its arrays do not fit in memory") from None
+
+
+def _check_npz_headers(path: Path) -> None:
+    # np.load allocates what a member's header declares before reading it: a few bytes
+    # declaring 447 GiB end in MemoryError. The header is read alone first.
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(member)
+                if dtype.hasobject:
+                    raise ValueError(f"array {info.filename!r} holds Python objects, which are never unpickled")
+                declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                if declared > info.file_size:
+                    raise InputError(path, f"array {info.filename!r} declares shape {shape} of {dtype} ({declared:,} "
+                                           f"bytes), but the archive holds {info.file_size:,} bytes for it")
+
+
+# Far above any model's config.json (a few KB), far below what a read of it could exhaust.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
+def read_config(path: Path) -> dict:
+    """Return the JSON object in the small configuration file at path (a model's
+    config.json). Raises InputError naming path when it is not a regular file, is larger
+    than MAX_CONFIG_BYTES, or is not a JSON object."""
+    check_regular_file(path)
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise InputError(path, f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB: not a model configuration")
+    try:
+        config = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(path, f"not valid JSON ({str(err).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise InputError(path, f"holds a JSON {type(config).__name__}, not an object")
+    return config
 
 
 def _cut(path: Path, count: int, fraction: float) -> int:

@@ -4,13 +4,12 @@ data is plain text, cut into token windows by the model's own tokenizer."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from quantmill.calibration import CalibrationPolicy
-from quantmill.data import Dataset, check_regular_file, read_npz
+from quantmill.data import Dataset, check_regular_file, read_config, read_npz
 from quantmill.errors import FormatUnavailable, InputError
 from quantmill.hashing import sha256_file, sha256_files
 from quantmill.llama_converter import converter_architectures
@@ -23,6 +22,7 @@ from quantmill.models.gguf_input import (
     source_record,
     tokenize,
 )
+from quantmill.models.hf_encoder import safetensors_weights
 from quantmill.tracking.registry import transformers_weights_dir
 
 WINDOW = 128
@@ -107,10 +107,12 @@ def log_transformers(path: Path, name: str, auto_class, task: str):
 
 
 def _architectures(path: Path) -> list[str]:
-    try:
-        return json.loads((path / "config.json").read_text()).get("architectures") or []
-    except (OSError, ValueError):
+    """Return the architectures path's config.json names ([] without one). Raises InputError
+    for a config.json that cannot be a model's (read_config)."""
+    config = path / "config.json"
+    if not config.exists() and not config.is_symlink():
         return []
+    return [str(a) for a in read_config(config).get("architectures") or []]
 
 
 def _check_architecture(config_path: Path, architecture: str) -> None:
@@ -132,7 +134,7 @@ def _check_architecture(config_path: Path, architecture: str) -> None:
         raise InputError(config_path, f"architecture {architecture}: llama.cpp's converter (llama-cpp-python "
                                       f"{version('llama-cpp-python')}) cannot convert it to GGUF")
     if architecture == "Gemma3ForCausalLM":
-        config = json.loads(config_path.read_text())
+        config = read_config(config_path)
         heads, hidden = config.get("num_attention_heads", 8), config.get("hidden_size", 2304)
         # llama.cpp scales Gemma 3's queries by 1/sqrt(head_dim), by 1/sqrt(hidden/heads) for
         # the 27B (62 layers), whatever query_pre_attn_scalar says (llama-model.cpp).
@@ -176,9 +178,7 @@ class HfCausalLmKind(ModelKind):
         if not any(a.endswith("ForCausalLM") for a in architectures):
             raise InputError(config_path, f"not a causal language model (architectures: {architectures or 'none'})")
         _check_architecture(config_path, architectures[0])
-        weights = sorted(path.glob("*.safetensors"))
-        if not weights:
-            raise InputError(path, "no safetensors weights (pickles are never loaded)")
+        weights = safetensors_weights(path)
         if not any((path / file).is_file() for file in ("tokenizer.json", "tokenizer.model")):
             raise InputError(path, "no tokenizer (tokenizer.json or tokenizer.model)")
         record = source_record(path)

@@ -4,9 +4,9 @@ to an ONNX graph, which the ONNX formats quantize."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from quantmill.data import check_regular_file, read_config
 from quantmill.errors import InputError
 from quantmill.hashing import sha256_files
 from quantmill.models.base import Model
@@ -16,12 +16,15 @@ from quantmill.tracking.registry import transformers_weights_dir
 
 def safetensors_weights(path: Path) -> list[Path]:
     """Return the safetensors files of a Hugging Face directory. Raises InputError naming
-    the folder when it has none (and, when it has pickles, that they are never loaded)."""
+    the folder when it has none (and, when it has pickles, that they are never loaded), or
+    naming a weights file that is not a regular file (a FIFO would hang the hash)."""
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         pickles = [p.name for p in path.glob("*.bin")]
         detail = f" (found {', '.join(pickles)}: pickles are never loaded)" if pickles else ""
         raise InputError(path, f"no safetensors weights{detail}")
+    for weight in weights:
+        check_regular_file(weight)
     return weights
 
 
@@ -48,7 +51,7 @@ class HfEncoderKind(OnnxKind):
         if not graph.exists():
             export_encoder(path, graph)
         tokenizer = path if (path / "tokenizer.json").is_file() or (path / "vocab.txt").is_file() else None
-        architectures = json.loads((path / "config.json").read_text()).get("architectures") or [""]
+        architectures = read_config(path / "config.json").get("architectures") or [""]
         return onnx_model(graph, uri, name, version, self.name, fingerprint, tokenizer, str(architectures[0]),
                           "the checkpoint exported to ONNX in FP32, on ONNX Runtime")
 

@@ -236,3 +236,59 @@ def test_aliases_the_registry_would_refuse(capsys, digits, quantmill_home, alias
     err = capsys.readouterr().err.strip()
     assert code == EXIT_BAD_INPUT and err.startswith(f"quantmill: error: alias {alias!r} cannot be set in MLflow's registry: ")
     assert err.count("\n") == 0 and not (quantmill_home / "mlflow.db").exists()
+
+
+def _sparse_config(tmp_path: Path) -> Path:
+    model = tmp_path / "lm"
+    model.mkdir()
+    with open(model / "config.json", "wb") as handle:
+        handle.truncate(2 * 1024 ** 3)
+    return model / "config.json"
+
+
+def _npz_declaring_447_gib(tmp_path: Path) -> Path:
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_2_0(header, {"descr": "<f4", "fortran_order": False, "shape": (1_875_000_000, 1, 8, 8)})
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("pixels.npy", np.lib.format.MAGIC_PREFIX + b"\x02\x00" + header.getvalue()[8:] + b"\0" * 64)
+    return path
+
+
+# Class: oversized files. A configuration or an array header that declares more than any
+# model's is refused before it is read whole or allocated.
+@pytest.mark.parametrize(("make", "role", "problem"), [
+    (_sparse_config, "model", "larger than 4 MiB: not a model configuration"),
+    (_npz_declaring_447_gib, "calibration", "array 'pixels.npy' declares shape (1875000000, 1, 8, 8) of float32"),
+], ids=["config.json", "npz-header"])
+def test_oversized_files(capsys, digits, tiny_llama, tmp_path, quantmill_home, make, role, problem):
+    bad = make(tmp_path)
+    started = time.monotonic()
+    if role == "model":
+        code = main(["run", str(bad.parent), "--task", "language-modeling", "--calibration-data",
+                     str(tiny_llama.train_text), "--eval-data", str(tiny_llama.heldout_text)])
+        _assert_rejected(code, capsys.readouterr().err.strip(), bad, problem, quantmill_home)
+    else:
+        _assert_rejected(*_run(capsys, digits.model, bad, digits.evaluation), bad, problem, quantmill_home)
+    assert time.monotonic() - started < 10
+
+
+# Class: symbolic links where quantmill writes. Whatever --out is, or holds, as a link would
+# send report and artifacts elsewhere.
+@pytest.mark.parametrize("link", ["out", "inside"])
+def test_out_with_symbolic_links(capsys, digits, tmp_path, quantmill_home, link):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    if link == "out":
+        out.symlink_to(elsewhere, target_is_directory=True)
+    else:
+        out.mkdir()
+        (out / "artifacts").symlink_to(elsewhere, target_is_directory=True)
+    code = main(["run", str(digits.model), "--task", "classification", "--calibration-data", str(digits.calibration),
+                 "--eval-data", str(digits.evaluation), "--out", str(out)])
+    _assert_rejected(code, capsys.readouterr().err.strip(), out, "symbolic link", quantmill_home)
+    assert not any(elsewhere.iterdir())
