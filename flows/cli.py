@@ -296,7 +296,7 @@ def save_results_block() -> str:
 
 
 def _webhook(args: argparse.Namespace) -> int:
-    from flows.registry_webhook import secret_from_env, serve
+    from flows.registry_webhook import check_prefect_api, secret_from_env, serve
     from quantmill.registry_events import WEBHOOK_EVENTS
     from quantmill.tracking.webhooks import ensure_registry_webhook
 
@@ -307,8 +307,9 @@ def _webhook(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    prefect_api = check_prefect_api()
     server = serve(args.host, args.port, secret)
-    print(f"quantmill webhook receiver on {args.host}:{server.server_port}", flush=True)
+    print(f"quantmill webhook receiver on {args.host}:{server.server_port}, emitting to {prefect_api}", flush=True)
     server.serve_forever()
     return 0
 

@@ -172,6 +172,9 @@ def start_stack(root: Path) -> Stack:
         "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_HEARTBEAT_SECONDS": "5",
         "QUANTMILL_ROOT": str(REPO), "QUANTMILL_HOME": str(root / "worker-home"),
         "QUANTMILL_WEBHOOK_SECRET": SECRET, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+        # The tests tag versions with data among the cached test models, and with files of their own.
+        "QUANTMILL_DATA_ROOTS": os.pathsep.join([str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "quantmill"),
+                                                 str(root)]),
         # One key for every start of the MLflow server: it encrypts the webhook's secret.
         "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
     }
