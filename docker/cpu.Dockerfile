@@ -15,4 +15,10 @@ COPY deployments deployments
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
  && pip install -c constraints.txt '.[server]' \
  && make llama-src PY=python LLAMA_NEEDS=
+# Runs as an unprivileged user: the code is root's and read-only to it; /data (the shared
+# volume: QUANTMILL_HOME, inputs) and its home are its own. A fresh named volume takes
+# /data's ownership from the image.
+RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin quantmill \
+ && mkdir -p /data/home /data/inputs && chown -R 10001:10001 /data
+USER 10001
 CMD ["prefect", "worker", "start", "--pool", "cpu"]

@@ -25,4 +25,10 @@ RUN pip install --index-url https://download.pytorch.org/whl/cu128 torch==2.13.0
  && pip uninstall -y onnxruntime && pip install -c constraints.txt onnxruntime-gpu \
  && CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=80;86;89;90" \
     pip install --force-reinstall --no-deps --no-binary llama-cpp-python -c constraints.txt llama-cpp-python
+# Runs as an unprivileged user: the code is root's and read-only to it; /data (the shared
+# volume: QUANTMILL_HOME, inputs) and its home are its own. A fresh named volume takes
+# /data's ownership from the image.
+RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin quantmill \
+ && mkdir -p /data/home /data/inputs && chown -R 10001:10001 /data
+USER 10001
 CMD ["prefect", "worker", "start", "--pool", "gpu"]
