@@ -14,7 +14,6 @@ the imatrix as a C++ std::unordered_map, which ctypes cannot build.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import re
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from quantmill.atomic import atomic_file
 from quantmill.data import Dataset
-from quantmill.errors import FormatUnavailable, InputError
+from quantmill.errors import FormatUnavailable
 from quantmill.formats.base import FALLBACK, Format, Step
 from quantmill.hardware import Hardware, local_cpu
 from quantmill.isolation import WorkerCrashed, run_command
@@ -31,7 +30,7 @@ from quantmill.llama_buffers import after_crash, repack_weights
 from quantmill.llama_converter import llama_cpp_source
 from quantmill.models.base import Model
 from quantmill.models.gguf_input import source_gguf
-from quantmill.models.hf_causal_lm import decode_windows
+from quantmill.models.hf_causal_lm import decode_windows, refuse_model_code
 from quantmill.progress import Progress
 
 # ftype numbers from llama.h (LLAMA_FTYPE_MOSTLY_*), smallest scheme first: the ladder.
@@ -94,27 +93,13 @@ def convert_to_gguf(model_dir: Path, out_path: Path) -> Path:
     converter; WorkerCrashed with its exit status or signal and the tail of its stderr when
     it fails; WorkerTimeout past TOOL_TIMEOUT_S.
     """
-    _refuse_model_code(model_dir)
+    refuse_model_code(model_dir)
     source = llama_cpp_source()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source / "gguf-py"), os.environ.get("PYTHONPATH", "")])}
     with atomic_file(out_path) as tmp:
         _run_tool([sys.executable, str(source / "convert_hf_to_gguf.py"), str(model_dir), "--outfile", str(tmp),
                    "--outtype", "f16"], f"convert_hf_to_gguf.py on {model_dir}", env)
     return out_path
-
-
-def _refuse_model_code(model_dir: Path) -> None:
-    # llama.cpp's converter loads some architectures' tokenizers with trust_remote_code=True;
-    # a model that ships code of its own (auto_map) would have it run, so it is not converted.
-    for name in ("config.json", "tokenizer_config.json"):
-        path = model_dir / name
-        try:
-            config = json.loads(path.read_text()) if path.is_file() else {}
-        except ValueError:
-            raise InputError(path, "not valid JSON") from None
-        if isinstance(config, dict) and config.get("auto_map"):
-            raise InputError(path, f"the model ships its own code (auto_map: {sorted(config['auto_map'])}); "
-                                   "llama.cpp's converter could run it, so quantmill does not convert it")
 
 
 def quantize_gguf(f16_path: Path, out_path: Path, scheme: str) -> Path:

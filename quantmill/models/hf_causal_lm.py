@@ -115,6 +115,18 @@ def _architectures(path: Path) -> list[str]:
     return [str(a) for a in read_config(config).get("architectures") or []]
 
 
+def refuse_model_code(model_dir: Path) -> None:
+    """Raise InputError naming the file when model_dir's config.json or tokenizer_config.json
+    maps classes to code the model ships (auto_map): quantmill never runs a model's own code,
+    and llama.cpp's converter loads some tokenizers with trust_remote_code=True."""
+    for name in ("config.json", "tokenizer_config.json"):
+        path = model_dir / name
+        config = read_config(path) if path.exists() or path.is_symlink() else {}
+        if config.get("auto_map"):
+            raise InputError(path, f"the model ships its own code (auto_map: {sorted(config['auto_map'])}); "
+                                   "quantmill never runs it (llama.cpp's converter could), so it does not take the model")
+
+
 def _check_architecture(config_path: Path, architecture: str) -> None:
     """Raise InputError naming config_path when transformers has no causal-LM class for
     architecture, when llama.cpp's converter (where make unpacked it) converts no such
@@ -177,6 +189,7 @@ class HfCausalLmKind(ModelKind):
         architectures = _architectures(path)
         if not any(a.endswith("ForCausalLM") for a in architectures):
             raise InputError(config_path, f"not a causal language model (architectures: {architectures or 'none'})")
+        refuse_model_code(path)
         _check_architecture(config_path, architectures[0])
         weights = safetensors_weights(path)
         if not any((path / file).is_file() for file in ("tokenizer.json", "tokenizer.model")):

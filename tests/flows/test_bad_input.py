@@ -292,3 +292,22 @@ def test_out_with_symbolic_links(capsys, digits, tmp_path, quantmill_home, link)
                  "--eval-data", str(digits.evaluation), "--out", str(out)])
     _assert_rejected(code, capsys.readouterr().err.strip(), out, "symbolic link", quantmill_home)
     assert not any(elsewhere.iterdir())
+
+
+# Class: remote code. A model that maps its classes to code it ships (auto_map) is refused at
+# the door, in config.json or in tokenizer_config.json, before anything loads or converts it.
+@pytest.mark.parametrize("file", ["config.json", "tokenizer_config.json"])
+def test_a_language_model_shipping_its_own_code(capsys, tiny_llama, tmp_path, quantmill_home, file):
+    import json
+
+    model = tmp_path / "lm"
+    model.mkdir()
+    for part in tiny_llama.model_dir.iterdir():
+        (model / part.name).symlink_to(part)
+    config = json.loads((tiny_llama.model_dir / file).read_text()) if (tiny_llama.model_dir / file).exists() else {}
+    (model / file).unlink(missing_ok=True)
+    (model / file).write_text(json.dumps({**config, "auto_map": {"AutoModelForCausalLM": "modeling.Mine"}}))
+    code = main(["run", str(model), "--task", "language-modeling", "--calibration-data", str(tiny_llama.train_text),
+                 "--eval-data", str(tiny_llama.heldout_text)])
+    _assert_rejected(code, capsys.readouterr().err.strip(), model / file,
+                     "the model ships its own code (auto_map: ['AutoModelForCausalLM']); quantmill never runs it", quantmill_home)

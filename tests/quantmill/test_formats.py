@@ -181,7 +181,7 @@ def test_a_model_shipping_its_own_code_is_not_converted(tmp_path):
 
     (tmp_path / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
     (tmp_path / "tokenizer_config.json").write_text('{"auto_map": {"AutoTokenizer": ["tok.Custom", null]}}')
-    with pytest.raises(InputError, match="ships its own code .auto_map: .'AutoTokenizer'..; llama.cpp's converter"):
+    with pytest.raises(InputError, match="ships its own code .auto_map: .'AutoTokenizer'..; quantmill never runs it"):
         convert_to_gguf(tmp_path, tmp_path / "out.gguf")
     assert not (tmp_path / "out.gguf").exists()
 
