@@ -2,8 +2,8 @@
 own profiler (SessionOptions.enable_profiling) over repeated batches, summed per operator
 kind, with depthwise convolutions (group == channels) counted apart from the others.
 
-By default EfficientNet-Lite0 (quantmill.zoo.efficientnet_lite0) with quantmill's static
-and dynamic INT8 (default options for this CPU), at batch 1 and 32.
+EfficientNet-Lite0 (quantmill.zoo.efficientnet_lite0) and every ONNX format quantmill offers
+for it on the CPU (default options for this CPU), at batch 1 and 32.
 
     .venv/bin/python benchmarks/onnx_op_time.py [--batches 20]
 """
@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from quantmill.formats import get_format
+from quantmill.formats import offered
 from quantmill.hardware import local_cpu
 from quantmill.models import get_kind, resolve_model
 from quantmill.state import quantmill_home
+from quantmill.targets import HOST
 from quantmill.zoo.efficientnet_lite0 import INPUT, build_efficientnet_lite0
 
 
@@ -81,9 +82,8 @@ def main() -> None:
     print(f"hardware: {hardware.describe()}")
     with tempfile.TemporaryDirectory(prefix="quantmill-op-time-") as scratch:
         paths = {"fp32": model.path}
-        for name in ("onnx-int8-static", "onnx-int8-dynamic"):
-            fmt = get_format(name)
-            paths[name] = fmt.quantize(model, fmt.default_options(hardware), calibration, Path(scratch))
+        for fmt in offered(model.kind, HOST):
+            paths[fmt.name] = fmt.quantize(model, fmt.default_options(hardware), calibration, Path(scratch))
         for size in (1, 32):
             times = {label: op_times(path, evaluation[:size], args.batches) for label, path in paths.items()}
             kinds = sorted({k for t in times.values() for k in t}, key=lambda k: -max(t.get(k, 0.0) for t in times.values()))
