@@ -86,11 +86,17 @@ def kl_divergence(gguf: Path, base: KlBase) -> LlamaKld:
     FormatUnavailable without the program, WorkerCrashed when it fails."""
     output = _run(gguf, None, base.chunks.shape[1], len(base.chunks), "--kl-divergence-base", str(base.path),
                   "--kl-divergence")
+    return parse_kl_divergence(output, str(gguf))
+
+
+def parse_kl_divergence(output: str, what: str) -> LlamaKld:
+    """Return the figures in the output of `llama-perplexity --kl-divergence` (of what).
+    Raises ValueError naming what when a figure is missing."""
 
     def figure(label: str) -> float:
         found = re.search(rf"^{re.escape(label)}\s*:\s*(-?[0-9.]+)", output, re.MULTILINE)
         if found is None:
-            raise ValueError(f"{PROGRAM} printed no '{label}' for {gguf}:\n{output[-2000:]}")
+            raise ValueError(f"{PROGRAM} printed no '{label}' for {what}:\n{output[-2000:]}")
         return float(found.group(1))
 
     return LlamaKld(figure("Mean PPL(Q)"), figure("Mean PPL(base)"), figure("Mean    KLD"), figure("Median  KLD"),
