@@ -54,7 +54,7 @@ def main() -> None:
                 f"benchmarks/gpu_quality.sh on {gpu} (driver {driver}) {stamp} (SmolLM2-135M-Instruct, reference F16 "
                 f"requantized from its Q4_1; quality by llama-perplexity --kl-divergence with CUDA, -c 512; speed "
                 f"llama-bench tg128 over F16 in the same run, {base_tg:.0f}±{base_sd:.0f} tok/s)",
-                f"{gpu} | device host", "SmolLM2-135M-Instruct", False, round(kld.mean_kld, 5)))
+                f"{gpu} | host CPU not recorded", "SmolLM2-135M-Instruct", False, round(kld.mean_kld, 5)))
     print(f"{'f16':<16} {sizes['f16'] / 1e6:>6.1f} {'(base)':>8} {'':>7} {'':>9} {'':>8} {'':>7} {'':>10} "
           f"{base_tg:>7.0f}±{base_sd:<6.0f} {1.0:>6.2f}")
     if args.append_table:
