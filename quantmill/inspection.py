@@ -75,6 +75,11 @@ def _family(ops: Counter, inputs: tuple[TensorSpec, ...], graph: onnx.GraphProto
         is_lm = any(out.name == "logits" for out in graph.output)
         return "decoder-lm" if is_lm else "transformer-encoder"
     if ops["Conv"] > 0:
-        return "cnn"
+        # Depthwise-separable CNNs (MobileNet, EfficientNet: convolutions with a group per
+        # channel) quantize and run unlike dense ones: INT8 depthwise kernels and per-channel
+        # error behave otherwise, so their measured rows must not speak for dense CNNs.
+        depthwise = any(node.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in node.attribute)
+                        for node in graph.node)
+        return "depthwise-cnn" if depthwise else "cnn"
     return "mlp"
 

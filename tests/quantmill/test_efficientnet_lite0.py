@@ -32,6 +32,7 @@ def test_the_pretrained_classifier_names_what_the_photographs_show(efficientnet_
 def test_quantized_forms_are_scored_by_agreement_and_kl_without_labels(efficientnet_lite0, tmp_path):
     model = resolve_model(str(efficientnet_lite0.model), "classification", tmp_path)
     assert model.reference == "the FP32 ONNX graph on ONNX Runtime" and 4.5e6 < model.parameters < 4.8e6
+    assert model.family == "depthwise-cnn", "its rows must not speak for dense CNNs"
     kind, onnxruntime = get_kind(model.kind), get_runtime("onnxruntime")
     # Every sixth crop of every photo: 80 to evaluate, 32 to calibrate.
     evaluation = kind.load_data(model, efficientnet_lite0.evaluation).take(np.arange(0, 12 * CROPS_PER_PHOTO, 6))
