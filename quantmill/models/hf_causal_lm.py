@@ -189,8 +189,8 @@ class HfCausalLmKind(ModelKind):
         architectures = _architectures(path)
         if not any(a.endswith("ForCausalLM") for a in architectures):
             raise InputError(config_path, f"not a causal language model (architectures: {architectures or 'none'})")
-        refuse_model_code(path)
         _check_architecture(config_path, architectures[0])
+        refuse_model_code(path)
         weights = safetensors_weights(path)
         if not any((path / file).is_file() for file in ("tokenizer.json", "tokenizer.model")):
             raise InputError(path, "no tokenizer (tokenizer.json or tokenizer.model)")

@@ -166,7 +166,7 @@ def _evaluation_with(tmp_path, digits, **change):
     (lambda d, t: _evaluation_with(t, d, labels=np.load(d.evaluation)["labels"][:10]),
      "'labels' has shape (10,); expected one label per sample"),
     (lambda d, t: _evaluation_with(t, d, pixels=np.array([None] * len(np.load(d.evaluation)["labels"]), dtype=object)),
-     "not a readable .npz archive (Object arrays cannot be loaded when allow_pickle=False)"),
+     "not a readable .npz archive (array 'pixels.npy' holds Python objects, which are never unpickled)"),
     (lambda d, t: _evaluation_with(t, d, pixels=np.load(d.evaluation)["pixels"][:6], labels=np.load(d.evaluation)["labels"][:6]),
      "6 evaluation samples; at least 16 are needed (half to choose an attempt, half to confirm it)"),
 ], ids=["labels-beyond-the-classes", "negative-labels", "float-labels", "labels-mismatched", "object-array",
