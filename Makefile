@@ -69,13 +69,13 @@ $(LLAMA_SRC)/convert_hf_to_gguf.py: $(LLAMA_SDIST)
 
 llama-src: $(LLAMA_SRC)/convert_hf_to_gguf.py
 
-# llama.cpp's llama-imatrix and llama-quantize, for GGUF with an importance matrix, and
+# llama.cpp's llama-imatrix and llama-quantize, for GGUF with an importance matrix,
 # llama-perplexity, the community's KL-divergence measure that quantmill's is checked
-# against, built from the same source distribution, static, for this CPU. The build is the slow part of a
+# against, and llama-bench, which times GGUF decoding in C++ for every benchmark, built from the same source distribution, static, for this CPU. The build is the slow part of a
 # fresh clone's set-up, so the programs are kept outside the clone, per llama.cpp version.
 LLAMA_TOOLS_CACHE ?= $(HOME)/.cache/quantmill/llama-tools-$(LLAMA_VERSION)
 TOOLS_BUILD := .quantmill/tools-build
-$(LLAMA_TOOLS_CACHE)/llama-perplexity: | $(LLAMA_SDIST)
+$(LLAMA_TOOLS_CACHE)/llama-bench: | $(LLAMA_SDIST)
 	rm -rf $(TOOLS_BUILD) && mkdir -p $(TOOLS_BUILD)/src
 	command -v cmake >/dev/null || $(PY) -m pip install -q cmake
 	tar -xzf $(LLAMA_SDIST) -C $(TOOLS_BUILD)/src --strip-components=3 \
@@ -83,11 +83,11 @@ $(LLAMA_TOOLS_CACHE)/llama-perplexity: | $(LLAMA_SDIST)
 	PATH="$$PATH:$(abspath $(VENV))/bin" cmake -S $(TOOLS_BUILD)/src -B $(TOOLS_BUILD)/build -DCMAKE_BUILD_TYPE=Release \
 	  -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
 	  -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF > /dev/null
-	PATH="$$PATH:$(abspath $(VENV))/bin" cmake --build $(TOOLS_BUILD)/build -j $$(nproc) --target llama-imatrix llama-quantize llama-perplexity > /dev/null
-	mkdir -p $(LLAMA_TOOLS_CACHE).tmp && cp $(addprefix $(TOOLS_BUILD)/build/bin/,llama-imatrix llama-quantize llama-perplexity) $(LLAMA_TOOLS_CACHE).tmp/
+	PATH="$$PATH:$(abspath $(VENV))/bin" cmake --build $(TOOLS_BUILD)/build -j $$(nproc) --target llama-imatrix llama-quantize llama-perplexity llama-bench > /dev/null
+	mkdir -p $(LLAMA_TOOLS_CACHE).tmp && cp $(addprefix $(TOOLS_BUILD)/build/bin/,llama-imatrix llama-quantize llama-perplexity llama-bench) $(LLAMA_TOOLS_CACHE).tmp/
 	rm -rf $(LLAMA_TOOLS_CACHE) && mv $(LLAMA_TOOLS_CACHE).tmp $(LLAMA_TOOLS_CACHE) && rm -rf $(TOOLS_BUILD)
 
-llama-tools: $(LLAMA_TOOLS_CACHE)/llama-perplexity
+llama-tools: $(LLAMA_TOOLS_CACHE)/llama-bench
 	mkdir -p .quantmill && ln -sfn $(LLAMA_TOOLS_CACHE) .quantmill/llama-tools
 
 # llama-cpp-python downloads and compiles (about 7 minutes on 2 cores), then llama.cpp's own

@@ -31,15 +31,17 @@ import time
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpu import SHAPES, VOCAB, gpu_name  # noqa: E402
 
 from quantmill.benchmark import benchmark_target  # noqa: E402
-from quantmill.benchmark_table import SHIPPED_TABLE_DIR, TableRow, aggregate, append_rows, load_table  # noqa: E402
+from quantmill.benchmark_table import SHIPPED_TABLE_DIR, TableRow, append_rows, load_table  # noqa: E402
 from quantmill.formats import baseline_for, get_format, offered  # noqa: E402
-from quantmill.hardware import local_cpu  # noqa: E402
+from quantmill.hardware import Hardware, local_cpu  # noqa: E402
 from quantmill.models import get_kind, resolve_model  # noqa: E402
 from quantmill.speed import compare  # noqa: E402
 from quantmill.targets import get_target  # noqa: E402
@@ -92,8 +94,9 @@ def make_artifacts(model_dir: Path, work: Path, formats: tuple) -> tuple[object,
 
 
 def llama_bench(binary: Path, files: dict[str, Path]) -> dict[str, dict]:
-    """Return llama-bench's decode (tg256) and prefill (pp128) tokens/s per format, five repetitions, all layers on the GPU."""
-    done = subprocess.run([str(binary), "-ngl", "99", "-p", "128", "-n", "256", "-r", "5", "-o", "json",
+    """Return llama-bench's decode (tg128) and prefill (pp128) tokens/s per format, ten repetitions in one
+    process, all layers on the GPU: llama.cpp's own way to compare the files, which the pipeline's must match."""
+    done = subprocess.run([str(binary), "-ngl", "999", "-p", "128", "-n", "128", "-r", "10", "-o", "json",
                            *[a for f in files.values() for a in ("-m", str(f))]], capture_output=True, text=True, check=True)
     by_file = {f.name: name for name, f in files.items()}
     out: dict[str, dict] = {}
@@ -101,6 +104,23 @@ def llama_bench(binary: Path, files: dict[str, Path]) -> dict[str, dict]:
         kind = "decode_tokens_per_s" if row["n_gen"] > 0 else "prompt_tokens_per_s"
         out.setdefault(by_file[Path(row["model_filename"]).name], {})[kind] = [round(x, 2) for x in row["samples_ts"]]
     return out
+
+
+def agreement(measured: dict, bench: dict[str, dict], baseline: str) -> dict:
+    """Return, per quantized format, its decode ratio to the baseline as the pipeline measured it
+    (speed.compare over its paired rounds) and as llama-bench did (mean over mean), and how far
+    apart they are (%); and the baseline's fraction of the bandwidth bound in the pipeline."""
+    rows = {}
+    base = measured["benchmarks"][baseline]
+    for name, b in measured["benchmarks"].items():
+        if name == baseline:
+            continue
+        pipeline = compare(b["decode_rounds"], base["decode_rounds"]).ratio
+        native = float(np.mean(bench[name]["decode_tokens_per_s"]) / np.mean(bench[baseline]["decode_tokens_per_s"]))
+        rows[name] = {"pipeline": round(pipeline, 3), "llama_bench": round(native, 3),
+                      "apart_pct": round(100 * (pipeline / native - 1), 2)}
+    return {"ratios": rows, "baseline_fraction_of_bound": round(base["fraction_of_bound"], 3),
+            "baseline_decode_tokens_per_s": round(base["decode_tokens_per_s"], 2)}
 
 
 def measure(model, files: dict[str, Path], heldout: Path, target: str, via_flow: bool = False) -> dict:
@@ -130,14 +150,16 @@ def measure(model, files: dict[str, Path], heldout: Path, target: str, via_flow:
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def table_rows(results: dict, source: str) -> tuple[TableRow, ...]:
+def table_rows(results: dict, source: str, gpu_line: str) -> tuple[TableRow, ...]:
     """Return benchmark-table rows for the published shapes in one gpu-target.json (random
-    weights, so speed only): per quantized format, its median decode speed over F16's and its
-    compression. The drop column is the trained tiny Llama's perplexity increase for the same
-    format on the cpu table (the same GGUF file; its quality on the GPU's kernels was not
-    measured), and the source says so."""
-    drops = {m.format: m.accuracy_drop for m in aggregate(load_table(SHIPPED_TABLE_DIR))
-             if m.family == "decoder-lm" and m.hardware == "cpu"}
+    weights, so speed only): per quantized format, its median decode speed over F16's measured
+    in the same run (paired rounds) and its compression, each row naming the GPU and its
+    driver (gpu_line, from nvidia-smi), the model, the timing method and the baseline. The
+    drop column is SmolLM2-135M-Instruct's perplexity increase for the same GGUF type measured
+    with CUDA (the shipped table's real-model gpu rows, benchmarks/gpu_quality.sh): random
+    weights have no quality of their own, and the source says whose it is."""
+    drops = {r.format: r.accuracy_drop for r in load_table(SHIPPED_TABLE_DIR)
+             if r.family == "decoder-lm" and r.hardware == "gpu" and not r.test_model}
     rows = []
     for label, entry in results["models"].items():
         gpu = entry.get("gpu") or {}
@@ -145,15 +167,19 @@ def table_rows(results: dict, source: str) -> tuple[TableRow, ...]:
             continue
         baseline = baseline_for(KIND, "llama.cpp").name
         base = gpu["benchmarks"][baseline]
+        machine = Hardware(**{**gpu["hardware"], "isa": tuple(gpu["hardware"]["isa"])}).identity()
         for name, bench in gpu["benchmarks"].items():
             if name == baseline or name not in drops:
                 continue
+            ratio = compare(bench["decode_rounds"], base["decode_rounds"])
             rows.append(TableRow(
                 "decoder-lm", "gpu", name, drops[name], round(base["size_bytes"] / bench["size_bytes"], 3),
                 round(bench["decode_tokens_per_s"] / base["decode_tokens_per_s"], 3), 1,
-                f"{source} on {results['gpu']} {results['date']} ({label} shape, random weights, speed only"
-                f"{', through the benchmark-on-hardware flow' if entry.get('via_flow') else ''}; "
-                f"drop = the trained tiny Llama's % perplexity increase on cpu, same file)"))
+                f"{source} on {gpu_line} {results['date']} ({label} shape, random weights, speed only; timed by "
+                f"llama-bench pp128/tg128 through the benchmark-on-hardware flow, a fresh process per model and round; "
+                f"baseline F16 in the same run, {base['decode_tokens_per_s']:.1f} tok/s; {ratio.describe()}; "
+                f"drop = SmolLM2-135M-Instruct's % perplexity increase for the same type measured with CUDA)",
+                machine, f"{label} shape, random weights", True))
     return tuple(rows)
 
 
@@ -168,9 +194,10 @@ def main() -> None:
     parser.add_argument("--llama-bench", type=Path)
     parser.add_argument("--shapes", default="llama-3-8b,llama-3.2-1b")
     parser.add_argument("--via-flow", action="store_true", help="measure through the benchmark-on-hardware flow")
+    parser.add_argument("--gpu-line", help="the GPU and its driver as nvidia-smi named them (table stage)")
     args = parser.parse_args()
     if args.stage == "table":
-        rows = sum((table_rows(json.loads(p.read_text()), "benchmarks/gpu_target.py") for p in args.results), ())
+        rows = sum((table_rows(json.loads(p.read_text()), "benchmarks/gpu_target.py", args.gpu_line) for p in args.results), ())
         append_rows(SHIPPED_TABLE_DIR / "decoder_lm_gpu.csv", rows)
         print(f"{len(rows)} rows appended to {SHIPPED_TABLE_DIR / 'decoder_lm_gpu.csv'}")
         return
@@ -195,6 +222,8 @@ def main() -> None:
             entry["cpu"] = measure(model, files, args.heldout, "cpu", args.via_flow)
         if args.llama_bench:
             entry["llama_bench_gpu"] = llama_bench(args.llama_bench, files)
+            if entry["gpu"].get("benchmarks"):
+                entry["agreement"] = agreement(entry["gpu"], entry["llama_bench_gpu"], list(files)[0])
         results["models"][label] = entry
         print(json.dumps({label: entry}), flush=True)
         (args.out / "gpu-target.json").write_text(json.dumps(results, indent=1))

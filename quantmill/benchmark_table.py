@@ -22,7 +22,9 @@ class TableRow:
     model measured; test_model whether it is a test model trained here (a tiny Llama, the
     digits CNN), whose rows selection uses only for a format no real model has rows for; kld
     the mean KL divergence from full precision (nats; language models), None where not
-    measured."""
+    measured; unavailable, where not '', why the format is not offered on this hardware
+    although it runs there: it did not beat its unquantized baseline beyond the noise, and
+    the reason gives the measured ratio (selection never picks it there)."""
 
     family: str
     hardware: str
@@ -36,6 +38,7 @@ class TableRow:
     model: str = ""
     test_model: bool = False
     kld: float | None = None
+    unavailable: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def load_table(directory: Path) -> tuple[TableRow, ...]:
                         raw["family"], raw["hardware"], raw["format"], float(raw["accuracy_drop"]),
                         float(raw["compression"]), float(raw["speedup"]), int(raw["n_measurements"]),
                         raw["source"], raw.get("machine") or "", raw.get("model") or "", _BOOLEANS[test_model],
-                        float(raw["kld"]) if raw.get("kld") else None,
+                        float(raw["kld"]) if raw.get("kld") else None, raw.get("unavailable") or "",
                     ))
                 except ValueError as err:
                     raise InputError(path, f"line {number}: {err}") from None

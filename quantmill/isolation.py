@@ -27,7 +27,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from quantmill.errors import QuantmillError
 
@@ -208,6 +211,65 @@ def run_command(command: list[str], what: str, timeout: float, env: dict[str, st
         lines = [line for line in (done.stderr or done.stdout).splitlines() if "Warning" not in line]
         raise WorkerCrashed(what, done.returncode, "\n".join(lines[-STDERR_LINES:]))
     return done.stdout
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What run_measured saw of a program: its stdout, when each of its stderr lines that
+    start with a marker came (seconds since the start), and its peak resident memory."""
+
+    stdout: str
+    marks: dict[str, float]
+    peak_rss_bytes: int
+
+
+def run_measured(command: list[str], what: str, timeout: float, marker: str) -> Measured:
+    """Run command (a native program that measures itself, e.g. llama-bench) and return its
+    stdout, the times its stderr lines starting with marker arrived, and its own peak RSS.
+    Raises WorkerCrashed with the signal or exit status and the tail of its other stderr
+    lines when it fails; WorkerTimeout when it runs past timeout seconds (it is killed).
+
+    By hand, because subprocess.run neither timestamps lines as they come nor reports a
+    child's own resource usage (RUSAGE_CHILDREN mixes every child this process waited for);
+    os.wait4 reports this one's."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = threading.Event()
+
+    def kill() -> None:
+        killed.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill)
+    timer.start()
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    marks: dict[str, float] = {}
+    tail: deque[str] = deque(maxlen=STDERR_LINES)
+    try:
+        for line in proc.stderr:
+            if line.startswith(marker):
+                marks.setdefault(line.strip(), time.perf_counter() - start)
+            else:
+                tail.append(line.rstrip())
+        reader.join()
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        timer.cancel()
+        proc.stdout.close()
+        proc.stderr.close()
+    returncode = proc.returncode = os.waitstatus_to_exitcode(status)
+    if killed.is_set():
+        raise WorkerTimeout(f"{what} ran past {timeout:g} s and was killed")
+    if returncode != 0:
+        raise WorkerCrashed(what, returncode, "\n".join(tail))
+    # ru_maxrss is in KiB on Linux.
+    return Measured("".join(out), marks, usage.ru_maxrss * 1024)
 
 
 def failure_details(err: BaseException) -> dict:

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from quantmill.atomic import atomic_file
-from quantmill.formats.gguf import llama_tools, run_model_tool
+from quantmill.formats.gguf import run_model_tool
+from quantmill.llama_tools import llama_tools
 from quantmill.models.gguf_input import tokenize
 
 PROGRAM = "llama-perplexity"

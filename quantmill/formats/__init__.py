@@ -70,12 +70,17 @@ def select_formats(
     the rows measured elsewhere do, and each reason says so. Of those, a format's rows from
     real models stand for it where there are any, its test models' rows otherwise (the reason
     says so). With nothing measured, the
-    formats with no calibration risk, then the fallback. Raises QuantmillError for a target no
-    format runs on for this kind.
+    formats with no calibration risk, then the fallback. A format the table marks unavailable
+    on target for this family (it did not beat its baseline there) is never a candidate.
+    Raises QuantmillError for a target no format runs on for this kind, naming the formats
+    that stepped aside.
     """
-    formats = offered(kind, target)
+    stepped_aside = {r.format: r.unavailable for r in table
+                     if r.unavailable and r.family == family and r.hardware == target.name}
+    formats = tuple(f for f in offered(kind, target) if f.name not in stepped_aside)
     if not formats:
-        raise QuantmillError(f"no format quantmill makes for {kind} models runs on target {target.name!r}")
+        aside = "".join(f"; {name}: {why}" for name, why in sorted(stepped_aside.items()))
+        raise QuantmillError(f"no format quantmill makes for {kind} models runs on target {target.name!r}{aside}")
     names = {f.name for f in formats}
     fallback = next((f.name for f in formats if f.safety == FALLBACK), formats[-1].name)
     rows = [r for r in table if r.family == family and r.hardware == target.name and r.format in names]

@@ -28,6 +28,7 @@ from quantmill.hardware import Hardware, local_cpu
 from quantmill.isolation import WorkerCrashed, run_command
 from quantmill.llama_buffers import after_crash, repack_weights
 from quantmill.llama_converter import llama_cpp_source
+from quantmill.llama_tools import llama_tools
 from quantmill.models.base import Model
 from quantmill.models.gguf_input import source_gguf
 from quantmill.models.hf_causal_lm import decode_windows, refuse_model_code
@@ -47,7 +48,6 @@ SCHEME_TYPE = {"Q3_K_M": "q3_k", "Q4_K_M": "q4_k", "Q5_K_M": "q5_k", "Q6_K": "q6
 # spends extra bits (one type larger buys error back for little size).
 FFN_UP_GATE = "ffn_(up|gate)"
 ATTENTION = "attn_(q|k|v|output)"
-TOOLS_ENV = "QUANTMILL_LLAMA_TOOLS"
 F16_FILE = "model-f16.gguf"
 # llama.cpp's converter, llama-imatrix and llama-quantize: an 8B model converts in about 75 s
 # and quantizes in about 70 s on the GPU machine's CPU; an hour is a hung tool.
@@ -124,19 +124,6 @@ def quantize_gguf(f16_path: Path, out_path: Path, scheme: str) -> Path:
         if status != 0:
             raise RuntimeError(f"llama_model_quantize({f16_path}, {scheme}) returned {status}")
     return out_path
-
-
-def llama_tools(*programs: str) -> Path:
-    """Return the folder holding llama.cpp's programs (by default llama-imatrix and
-    llama-quantize; else those named).
-
-    Raises FormatUnavailable when they have not been built (see the Makefile).
-    """
-    root = Path(os.environ.get(TOOLS_ENV, Path(__file__).resolve().parents[2] / ".quantmill" / "llama-tools"))
-    for program in programs or ("llama-imatrix", "llama-quantize"):
-        if not os.access(root / program, os.X_OK):
-            raise FormatUnavailable(f"llama.cpp's {program} is not at {root}/{program} (run `make llama-tools`)")
-    return root
 
 
 def _run_tool(command: list[str], what: str, env: dict[str, str] | None = None) -> None:

@@ -15,9 +15,7 @@ import numpy as np
 
 from quantmill.data import Dataset
 from quantmill.errors import QuantmillError
-from quantmill.hardware import local_cpu
 from quantmill.isolation import WorkerCrashed, WorkerTimeout, run_command
-from quantmill.llama_buffers import repack_weights
 from quantmill.logprobs import LogProbs
 from quantmill.measure import bandwidth_bytes_per_s
 from quantmill.progress import Progress, planned_rounds
@@ -66,15 +64,14 @@ class LMBenchmark:
 
 class DecodeRuntime:
     """What every runtime that decodes shares: its outputs are logits on token windows, and
-    its benchmark runs its module (`python -m module`) once per model and round. A subclass
-    names itself, its module, its decode length, and gives logits(path, windows)."""
+    its benchmark measures each model once per round in a fresh process (measure_once: by
+    default `python -m module`). A subclass names itself, its module, its decode length, and
+    gives logits(path, windows)."""
 
     name: str
     module: str
     decode_tokens: int
     measurement = LMBenchmark
-    # Modules a benchmark worker imports before anything else (see LlamaCpp).
-    preload: tuple[str, ...] = ()
 
     def logits(self, path: Path, windows: np.ndarray) -> np.ndarray:
         """Return float32 logits [windows, positions, vocab] of the model at path."""
@@ -93,35 +90,45 @@ class DecodeRuntime:
         vocabulary they are too large for memory."""
         return self.log_probs(path, dataset.inputs["input_ids"])
 
+    def measure_once(self, path: Path, prompt_tokens: int, decode_tokens: int, target: Target) -> dict:
+        """Return one measurement of the model at path on target, made in a fresh process:
+        load_ms, prompt_tokens_per_s, decode_tokens_per_s, peak_rss_bytes, size_bytes and
+        bytes_per_token. By default `python -m module MODEL PROMPT DECODE` prints them.
+        Raises WorkerCrashed or WorkerTimeout (after WORKER_TIMEOUT_S) when that process
+        fails."""
+        out = run_command([sys.executable, "-m", self.module, str(path), str(prompt_tokens), str(decode_tokens)],
+                          f"{self.module} benchmark of {path.name}", WORKER_TIMEOUT_S)
+        return json.loads(out.strip().splitlines()[-1])
+
     def benchmark(
         self, models: dict[str, Path], data: Dataset, target: Target, seconds: float, pair: tuple[str, str] | None = None,
         objective: str | None = None, progress: Progress | None = None,
     ) -> dict[str, LMBenchmark]:
-        """Return an LMBenchmark per labelled model, each in a fresh process (benchmark_in_workers);
-        every objective judges decode tokens/s at batch 1."""
-        return benchmark_in_workers(self.module, models, PROMPT_TOKENS, self.decode_tokens, pair=pair, target=target,
-                                    preload=self.preload, progress=progress)
+        """Return an LMBenchmark per labelled model, each measured by measure_once
+        (benchmark_in_workers); every objective judges decode tokens/s at batch 1."""
+        return benchmark_in_workers(
+            lambda path: self.measure_once(path, PROMPT_TOKENS, self.decode_tokens, target), models, pair=pair,
+            target=target, progress=progress)
 
 
 def benchmark_in_workers(
-    module: str, models: dict[str, Path], prompt_tokens: int, decode_tokens: int, rounds: int = ROUNDS,
+    measure: Callable[[Path], dict], models: dict[str, Path], rounds: int = ROUNDS,
     pair: tuple[str, str] | None = None, max_rounds: int = MAX_ROUNDS, target: Target = HOST,
-    preload: tuple[str, ...] = (), progress: Progress | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, LMBenchmark | QuantmillError]:
     """Return an LMBenchmark per labelled model, the models taking turns over rounds
     rounds, and more for pair's two models alone, up to max_rounds, while the decode speed of pair's model (the attempt
     the gate judges) against pair's baseline is still within the noise (speed.settled); each
-    measurement by `python -m module MODEL PROMPT DECODE TARGET` in a fresh process (which
-    imports preload first), which prints one JSON object (with bytes_per_token). The decode
+    measurement by measure(path), a fresh process (DecodeRuntime.measure_once). The decode
     bound is the measured memory bandwidth of target (the GPU's on 'gpu'). progress hears
     (rounds done, rounds planned) after each round.
 
-    A model whose measuring process crashes or runs past WORKER_TIMEOUT_S maps to that
-    error (WorkerCrashed, WorkerTimeout) instead, and is measured no more.
+    A model whose measuring process crashes or runs past its time limit maps to that error
+    (WorkerCrashed, WorkerTimeout) instead, and is measured no more.
     """
     bandwidth = bandwidth_bytes_per_s(target)
     runs, crashed = interleaved_rounds(
-        list(models), lambda label: _run_worker(module, models[label], prompt_tokens, decode_tokens, target, preload),
+        list(models), lambda label: measure(models[label]),
         lambda runs, pair: settled(_decoded(runs), pair), pair, rounds, max_rounds, progress)
     results: dict = dict(crashed)
     for label, measured in runs.items():
@@ -141,17 +148,6 @@ def benchmark_in_workers(
 
 def _decoded(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
     return {label: [r["decode_tokens_per_s"] for r in measured] for label, measured in runs.items()}
-
-
-def _run_worker(module: str, path: Path, prompt_tokens: int, decode_tokens: int, target: Target,
-                preload: tuple[str, ...]) -> dict:
-    start = ["-m", module] if not preload else [
-        "-c", f"import {', '.join(preload)}, runpy; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"]
-    # The measuring process loads llama.cpp's buffers as this process has learnt to (llama_buffers).
-    repack = "on" if repack_weights(local_cpu(module).isa) else "off"
-    out = run_command([sys.executable, *start, str(path), str(prompt_tokens), str(decode_tokens), target.name, repack],
-                      f"{module} benchmark of {path.name}", WORKER_TIMEOUT_S)
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def interleaved_rounds(

@@ -83,7 +83,7 @@ def test_selection_for_the_gpu_reads_the_gpu_rows_measured_there():
     from quantmill.benchmark_table import SHIPPED_TABLE_DIR
 
     # benchmark_tables/decoder_lm_gpu.csv: SmolLM2's rows measured with CUDA on an H100
-    # (benchmarks/gpu_quality.sh) speak for every GGUF type, ahead of the H200's random-weight
+    # (benchmarks/gpu_quality.sh) speak for every GGUF type, ahead of the 8B shape's random-weight
     # rows (a test model's drops): Q8_0 and Q6_K are within 5 %, the rest over.
     chosen = select_formats("hf-causal-lm", "decoder-lm", GPU, 5.0, "%", load_table(SHIPPED_TABLE_DIR))
     assert [c.format for c in chosen][:2] == ["gguf-q8_0", "gguf-q6_k"] and len(chosen) == 5
@@ -159,7 +159,8 @@ def test_options_are_validated_where_they_are_made():
 
 def test_table_round_trip_and_the_shipped_table_loads(tmp_path):
     rows = (_row("onnx-fp16", 0.0, 0.9), replace(_row("gguf-q4_k_m", 3.1, 1.5), model="SmolLM2", kld=0.0421),
-            replace(_row("gguf-q8_0", 0.1, 1.2), test_model=True))
+            replace(_row("gguf-q8_0", 0.1, 1.2), test_model=True),
+            replace(_row("onnx-int8-dynamic", 0.1, 0.6), unavailable="slower than its baseline: 0.60x (0.55-0.65)"))
     append_rows(tmp_path / "t.csv", rows)
     assert load_table(tmp_path) == rows
     # A table written before the model columns loads, as measured on non-test models; it
@@ -174,6 +175,18 @@ def test_table_round_trip_and_the_shipped_table_loads(tmp_path):
     shipped = load_table(Path(__file__).resolve().parents[2] / "benchmark_tables")
     assert {r.family for r in shipped} >= {"cnn", "transformer-encoder", "decoder-lm"}
     assert all(r.source for r in shipped) and {r.format for r in shipped} <= set(FORMATS)
+
+
+def test_a_format_the_table_marks_unavailable_on_a_target_is_never_a_candidate_there():
+    slower = "slower than FP32 beyond the noise: 0.58x (95% CI 0.40-0.85)"
+    table = (_row("onnx-int8-static", 0.2, 2.0), replace(_row("onnx-int8-dynamic", 0.1, 0.58), unavailable=slower))
+    assert [c.format for c in _select(table)] == ["onnx-int8-static", "onnx-fp16"]
+    # Only on the target (and family) the row was measured for.
+    assert "onnx-int8-dynamic" in [c.format for c in _select(table, family="mlp")]
+    every = tuple(replace(_row(name, 0.1, 0.5), unavailable=slower)
+                  for name in ("onnx-int8-static", "onnx-int8-dynamic", "onnx-fp16"))
+    with pytest.raises(QuantmillError, match="onnx-fp16: slower than FP32 beyond the noise: 0.58x"):
+        _select(every)
 
 
 def test_a_model_shipping_its_own_code_is_not_converted(tmp_path):

@@ -10,7 +10,15 @@ import time
 
 import pytest
 
-from quantmill.isolation import WorkerCrashed, WorkerTimeout, in_worker, run_command, stop_workers, worker_pids
+from quantmill.isolation import (
+    WorkerCrashed,
+    WorkerTimeout,
+    in_worker,
+    run_command,
+    run_measured,
+    stop_workers,
+    worker_pids,
+)
 from quantmill.runtimes.decode import interleaved_rounds
 from tests.crashing import CRASH, LAST_WORDS, segfault
 
@@ -105,3 +113,33 @@ def test_a_crashed_measuring_process_is_left_out_and_the_rounds_go_on():
                                        ("crashes", "baseline"), 3, 9, None)
     assert set(runs) == {"baseline", "fine"} and all(len(r) == 3 for r in runs.values())
     assert crashed["crashes"].signal == "SIGSEGV" and f"{LAST_WORDS} a benchmark" in crashed["crashes"].stderr_tail
+
+
+MEASURING = """
+import sys, time
+print("bench: starting", file=sys.stderr, flush=True)
+print("loading weights", file=sys.stderr, flush=True)
+block = bytearray(200 * 2**20)
+time.sleep(0.3)
+print("bench: ready", file=sys.stderr, flush=True)
+print('{"tokens_per_s": 12.5}')
+"""
+
+
+def test_a_measured_program_gives_its_output_when_its_marks_came_and_its_own_peak_memory():
+    measured = run_measured([sys.executable, "-c", MEASURING], "a measuring program", 60, "bench:")
+    assert measured.stdout.strip() == '{"tokens_per_s": 12.5}'
+    assert list(measured.marks) == ["bench: starting", "bench: ready"]
+    assert measured.marks["bench: ready"] - measured.marks["bench: starting"] >= 0.3
+    # Its own peak, not this process's: the 200 MiB block was allocated there only.
+    assert measured.peak_rss_bytes >= 200 * 2**20
+
+
+def test_a_measured_program_that_crashes_or_hangs_is_an_error_and_is_gone():
+    with pytest.raises(WorkerCrashed) as crashed:
+        run_measured([sys.executable, "-c", CRASH], "a crashing benchmark", 60, "bench:")
+    assert crashed.value.signal == "SIGSEGV" and LAST_WORDS in crashed.value.stderr_tail
+    started = time.monotonic()
+    with pytest.raises(WorkerTimeout, match="ran past 1 s"):
+        run_measured([sys.executable, "-c", "import time; time.sleep(60)"], "a hung benchmark", 1, "bench:")
+    assert time.monotonic() - started < 10
