@@ -172,7 +172,8 @@ def _classification_of(baseline: np.ndarray, quantized: np.ndarray, dataset: Dat
 def _class_kl(baseline: np.ndarray, quantized: np.ndarray) -> dict[str, float]:
     """Return the KL divergence of the quantized model's class distribution from full
     precision's per sample: mean, median, 99th percentile (nats)."""
-    kl = np.sum(np.exp(log_softmax(baseline)) * (log_softmax(baseline) - log_softmax(quantized)), axis=1, dtype=np.float64)
+    reference = log_softmax(baseline)
+    kl = np.sum(np.exp(reference) * (reference - log_softmax(quantized)), axis=1, dtype=np.float64)
     return {"mean_kl": float(kl.mean()), "median_kl": float(np.median(kl)), "p99_kl": float(np.percentile(kl, 99))}
 
 

@@ -115,21 +115,23 @@ def _architectures(path: Path) -> list[str]:
     return [str(a) for a in read_config(config).get("architectures") or []]
 
 
-def refuse_model_code(model_dir: Path) -> None:
-    """Raise InputError naming the file when model_dir's config.json or tokenizer_config.json
-    maps classes to code the model ships (auto_map): quantmill never runs a model's own code,
-    and llama.cpp's converter loads some tokenizers with trust_remote_code=True."""
-    for name in ("config.json", "tokenizer_config.json"):
+def refuse_model_code(model_dir: Path, config: dict | None = None) -> None:
+    """Raise InputError naming the file when model_dir's config.json (config, where the caller
+    has read it) or tokenizer_config.json maps classes to code the model ships (auto_map):
+    quantmill never runs a model's own code, and llama.cpp's converter loads some tokenizers
+    with trust_remote_code=True."""
+    for name, read in (("config.json", config), ("tokenizer_config.json", None)):
         path = model_dir / name
-        config = read_config(path) if path.exists() or path.is_symlink() else {}
-        if config.get("auto_map"):
-            raise InputError(path, f"the model ships its own code (auto_map: {sorted(config['auto_map'])}); "
+        if read is None:
+            read = read_config(path) if path.exists() or path.is_symlink() else {}
+        if read.get("auto_map"):
+            raise InputError(path, f"the model ships its own code (auto_map: {sorted(read['auto_map'])}); "
                                    "quantmill never runs it (llama.cpp's converter could), so it does not take the model")
 
 
-def _check_architecture(config_path: Path, architecture: str) -> None:
-    """Raise InputError naming config_path when transformers has no causal-LM class for
-    architecture, when llama.cpp's converter (where make unpacked it) converts no such
+def _check_architecture(config_path: Path, config: dict, architecture: str) -> None:
+    """Raise InputError naming config_path (whose contents are config) when transformers has
+    no causal-LM class for architecture, when llama.cpp's converter (where make unpacked it) converts no such
     architecture, or when llama.cpp would compute the model otherwise than its config says."""
     from importlib.metadata import version
 
@@ -146,7 +148,6 @@ def _check_architecture(config_path: Path, architecture: str) -> None:
         raise InputError(config_path, f"architecture {architecture}: llama.cpp's converter (llama-cpp-python "
                                       f"{version('llama-cpp-python')}) cannot convert it to GGUF")
     if architecture == "Gemma3ForCausalLM":
-        config = read_config(config_path)
         heads, hidden = config.get("num_attention_heads", 8), config.get("hidden_size", 2304)
         # llama.cpp scales Gemma 3's queries by 1/sqrt(head_dim), by 1/sqrt(hidden/heads) for
         # the 27B (62 layers), whatever query_pre_attn_scalar says (llama-model.cpp).
@@ -186,11 +187,12 @@ class HfCausalLmKind(ModelKind):
         config_path = path / "config.json"
         if not config_path.is_file():
             raise InputError(path, "not a Hugging Face model directory (no config.json)")
-        architectures = _architectures(path)
+        config = read_config(config_path)
+        architectures = [str(a) for a in config.get("architectures") or []]
         if not any(a.endswith("ForCausalLM") for a in architectures):
             raise InputError(config_path, f"not a causal language model (architectures: {architectures or 'none'})")
-        _check_architecture(config_path, architectures[0])
-        refuse_model_code(path)
+        _check_architecture(config_path, config, architectures[0])
+        refuse_model_code(path, config)
         weights = safetensors_weights(path)
         if not any((path / file).is_file() for file in ("tokenizer.json", "tokenizer.model")):
             raise InputError(path, "no tokenizer (tokenizer.json or tokenizer.model)")

@@ -65,8 +65,8 @@ class LMBenchmark:
 class DecodeRuntime:
     """What every runtime that decodes shares: its outputs are logits on token windows, and
     its benchmark measures each model once per round in a fresh process (measure_once: by
-    default `python -m module`). A subclass names itself, its module, its decode length, and
-    gives logits(path, windows)."""
+    default `python -m module`). A subclass names itself, its decode length, its module
+    (or its own measure_once), and gives logits(path, windows)."""
 
     name: str
     module: str

@@ -76,7 +76,6 @@ class LlamaCpp(DecodeRuntime):
     """llama.cpp on this worker's CPU, or on its GPU with every layer offloaded."""
 
     name = "llama.cpp"
-    module = __name__
     decode_tokens = DECODE_TOKENS
     # llama.cpp built with CUDA crashed loading a model (SIGSEGV) in any process that had
     # imported numpy before llama.cpp's library, on the H200 (2026-11-29; not with the
