@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
-import subprocess
 import sys
 import time
 from datetime import date
@@ -39,10 +37,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from scipy import stats
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu import gpu_name, ratio_interval  # noqa: E402
+
 from quantmill.measure import gpu_memory_bandwidth_bytes_per_s  # noqa: E402
 
 DIM, LAYERS, HEADS, KV_HEADS, HIDDEN, VOCAB = 4096, 32, 32, 8, 14336, 128256
@@ -197,20 +197,6 @@ def measure(name: str, mode: str, tokens: int, reps: int) -> dict:
             "compile_and_warmup_s": round(compile_s, 1), "peak_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2)}
 
 
-def ratio_interval(candidate: list[float], baseline: list[float]) -> tuple[float, float, float]:
-    """Return the geometric-mean ratio and its 95% interval (Welch's t on the logarithms)."""
-    a, b = np.log(candidate), np.log(baseline)
-    interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-    return math.exp(a.mean() - b.mean()), math.exp(interval.low), math.exp(interval.high)
-
-
-def gpu_line() -> str:
-    props = torch.cuda.get_device_properties(0)
-    driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
-                            text=True).stdout.strip()
-    return f"{props.name} (sm_{props.major}{props.minor}, {props.total_memory / 2**30:.0f} GiB, driver {driver})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -227,7 +213,7 @@ def main() -> None:
     import torchao
 
     bandwidth = gpu_memory_bandwidth_bytes_per_s()
-    result = {"date": date.today().isoformat(), "gpu": gpu_line(), "torch": torch.__version__,
+    result = {"date": date.today().isoformat(), "gpu": gpu_name(), "torch": torch.__version__,
               "torchao": torchao.__version__, "mode": args.mode, "fullgraph": True, "tokens": args.tokens,
               "bandwidth_bytes_per_s": bandwidth, "shape": "Llama-3-8B (random weights, vocabulary 128256)",
               "configs": {}}

@@ -112,7 +112,12 @@ def _architectures(path: Path) -> list[str]:
     config = path / "config.json"
     if not config.exists() and not config.is_symlink():
         return []
-    return [str(a) for a in read_config(config).get("architectures") or []]
+    return _named_architectures(read_config(config))
+
+
+def _named_architectures(config: dict) -> list[str]:
+    """Return the architectures a model's config (config.json's object) names."""
+    return [str(a) for a in config.get("architectures") or []]
 
 
 def refuse_model_code(model_dir: Path, config: dict | None = None) -> None:
@@ -188,7 +193,7 @@ class HfCausalLmKind(ModelKind):
         if not config_path.is_file():
             raise InputError(path, "not a Hugging Face model directory (no config.json)")
         config = read_config(config_path)
-        architectures = [str(a) for a in config.get("architectures") or []]
+        architectures = _named_architectures(config)
         if not any(a.endswith("ForCausalLM") for a in architectures):
             raise InputError(config_path, f"not a causal language model (architectures: {architectures or 'none'})")
         _check_architecture(config_path, config, architectures[0])
