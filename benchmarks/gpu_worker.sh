@@ -10,8 +10,12 @@
 #                      app/, tools/, gguf-py/ and the converter; and llama-cpp-python's Python
 #                      package (llama_cpp/), which loads the CUDA build's libllama
 #   tok/               the tiny Llama's tokenizer (the 8B shape's vocabulary) and held-out prose
+# and .gpu-worker-lm/, the second carry (the two do not fit one), for torchao's formats:
+#   whl/               transformers with its own dependencies as constraints.txt pins them (the
+#                      machine's transformers may predate torchao's safetensors support)
+#   tiny-llama/        the trained tiny Llama, whose quality the formats are measured on
 #
-#   bash benchmarks/gpu_worker.sh bundle    here: make .gpu-worker/
+#   bash benchmarks/gpu_worker.sh bundle    here: make .gpu-worker/ and .gpu-worker-lm/
 #   bash benchmarks/gpu_worker.sh build     there: install the wheels into $SITE, build llama.cpp
 #                                           with CUDA (libllama, llama-bench, llama-perplexity,
 #                                           llama-quantize, llama-imatrix) into $WORK, and check
@@ -24,10 +28,15 @@
 #                                           the same files (benchmarks/gpu_target.py)
 #   bash benchmarks/gpu_worker.sh torchao   there, after build: torchao's compiled static-cache
 #                                           decode recipe (benchmarks/gpu_torchao.py)
+#   bash benchmarks/gpu_worker.sh torchao-formats
+#                                           there, after build, with .gpu-worker-lm/ carried:
+#                                           quantmill's torchao formats made, evaluated and
+#                                           benchmarked (benchmarks/gpu_torchao_formats.py)
 # Every step stops the script at its first failure, naming the step and the end of its log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=.gpu-worker
+LM_BUNDLE=.gpu-worker-lm
 WORK=${WORK:-/tmp/quantmill-gpu}
 SITE=$WORK/site
 OUT=${OUT:-$WORK/out}
@@ -86,7 +95,16 @@ bundle() {
     && for d in ggml/src/ggml-*/; do case "$d" in *ggml-cpu/|*ggml-cuda/|*ggml-blas/) ;; *) rm -rf "$d";; esac; done)
   tar -cJf "$BUNDLE/llama.cpp.tar.xz" -C "$src" llama.cpp
   rm -rf "$src"
-  .venv/bin/python - "$BUNDLE/tok" <<'EOF'
+  rm -rf "$LM_BUNDLE" && mkdir -p "$LM_BUNDLE/whl"
+  python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -c "$BUNDLE/constraints.txt" -d "$LM_BUNDLE/whl" transformers sentencepiece
+  # Not those the first carry has already, nor numpy (the machine's own).
+  for wheel in "$LM_BUNDLE"/whl/*.whl; do
+    name=$(basename "$wheel" | cut -d- -f1)
+    if [ "$name" = numpy ] || ls "$BUNDLE/whl/$name"-* > /dev/null 2>&1; then rm "$wheel"; fi
+  done
+  .venv/bin/python - "$BUNDLE/tok" "$LM_BUNDLE" <<'EOF'
 import shutil
 import sys
 from pathlib import Path
@@ -99,11 +117,14 @@ lm = build_tiny_llama(quantmill_home() / "models")
 for name in ("tokenizer.model", "tokenizer_config.json"):
     shutil.copy(lm.model_dir / name, out / name)
 shutil.copy(lm.heldout_text, out / "heldout.txt")
+shutil.copytree(lm.model_dir, Path(sys.argv[2]) / "tiny-llama")
 EOF
-  local size
-  size=$(du -sb "$BUNDLE" | cut -f1)
-  echo "gpu_worker: $BUNDLE is $((size / 1048576)) MiB ($(ls "$BUNDLE/whl" | wc -l) wheels)"
-  [ "$size" -lt $((64 * 1048576)) ] || { echo "gpu_worker: $BUNDLE is over the 64 MiB one call carries" >&2; exit 1; }
+  local size carry
+  for carry in "$BUNDLE" "$LM_BUNDLE"; do
+    size=$(du -sb "$carry" | cut -f1)
+    echo "gpu_worker: $carry is $((size / 1048576)) MiB ($(ls "$carry/whl" | wc -l) wheels)"
+    [ "$size" -lt $((64 * 1048576)) ] || { echo "gpu_worker: $carry is over the 64 MiB one call carries" >&2; exit 1; }
+  done
 }
 
 install_wheels() {
@@ -185,8 +206,19 @@ torchao)
   mkdir -p "$OUT"
   python3 benchmarks/gpu_torchao.py --out "$OUT" "${@:2}" 2>&1 | tee "$OUT/torchao.log"
   ;;
+torchao-formats)
+  [ -d "$SITE" ] || { echo "gpu_worker: no worker built at $WORK (run 'build' first)" >&2; exit 1; }
+  [ -d "$LM_BUNDLE/whl" ] || { echo "gpu_worker: no $LM_BUNDLE/ here (carry it)" >&2; exit 1; }
+  step install-lm-wheels python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" "$LM_BUNDLE"/whl/*.whl
+  worker_env
+  mkdir -p "$OUT"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+  python3 benchmarks/gpu_torchao_formats.py --work "$WORK/torchao-formats" --out "$OUT" \
+    --tiny-llama "$LM_BUNDLE/tiny-llama" --heldout "$BUNDLE/tok/heldout.txt" "${@:2}" 2>&1 | tee "$OUT/torchao-formats.log"
+  ;;
 *)
-  sed -n '2,27p' "$0"
+  sed -n '2,35p' "$0"
   exit 2
   ;;
 esac

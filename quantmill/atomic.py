@@ -1,9 +1,10 @@
-"""Files appear whole or not at all: written beside their destination, then renamed onto it."""
+"""Files and folders appear whole or not at all: written beside their destination, then renamed onto it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,3 +28,20 @@ def atomic_file(path: Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside path; when the block succeeds, make it readable by all
+    (0755) and rename it onto path (replacing what was there), otherwise delete it. Readers
+    of path never see a partial folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield staging
+        # mkdtemp makes the folder 0700; workers under another user on a shared volume read it.
+        os.chmod(staging, PUBLISHED_DIR_MODE)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

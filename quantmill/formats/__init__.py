@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 from quantmill.benchmark_table import MeasuredFormat, TableRow, aggregate
 from quantmill.errors import QuantmillError
-from quantmill.formats import awq, checkpoint, gguf, onnx
+from quantmill.formats import awq, checkpoint, gguf, onnx, torchao
 from quantmill.formats.base import CONSERVATIVE, FALLBACK, Format, NoOptions, Step
 from quantmill.hardware import same_machine
 from quantmill.targets import Target
 
-FORMATS: dict[str, Format] = {f.name: f for module in (onnx, gguf, awq, checkpoint) for f in module.FORMATS}
+FORMATS: dict[str, Format] = {f.name: f for module in (onnx, gguf, awq, checkpoint, torchao) for f in module.FORMATS}
 
 __all__ = ["FORMATS", "Candidate", "Format", "NoOptions", "Step", "baseline_for", "baselines_for", "get_format", "offered", "select_formats"]
 

@@ -8,14 +8,11 @@ beside our torch is llm-compressor's AWQModifier.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from quantmill.atomic import PUBLISHED_DIR_MODE
+from quantmill.atomic import atomic_dir
 from quantmill.data import Dataset
 from quantmill.formats.base import Format, Step
 from quantmill.hardware import Hardware
@@ -97,17 +94,9 @@ class Awq(Format):
                 hook.remove()
         if progress is not None:
             progress(len(layers), len(layers))
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-        try:
+        with atomic_dir(out_dir) as staging:
             loaded.save_pretrained(staging, save_compressed=True)
             AutoTokenizer.from_pretrained(model.path, trust_remote_code=False).save_pretrained(staging)
-            os.chmod(staging, PUBLISHED_DIR_MODE)
-            shutil.rmtree(out_dir, ignore_errors=True)
-            os.replace(staging, out_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return out_dir
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from quantmill.runtimes.llama_cpp import LlamaCpp
 from quantmill.runtimes.onnxruntime import OnnxRuntime
+from quantmill.runtimes.torch_cuda import TorchCuda
 from quantmill.runtimes.transformers import Transformers
 
-RUNTIMES = {r.name: r for r in (OnnxRuntime(), LlamaCpp(), Transformers())}
+RUNTIMES = {r.name: r for r in (OnnxRuntime(), LlamaCpp(), Transformers(), TorchCuda())}
 
 
 def get_runtime(name: str):

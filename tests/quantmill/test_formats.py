@@ -72,10 +72,12 @@ def test_unknown_target_is_an_error():
 def test_offered_honours_the_target():
     assert {f.name for f in offered("onnx", GPU)} == {"onnx-int8-static", "onnx-int8-dynamic", "onnx-fp16"}
     assert {f.name for f in offered("hf-causal-lm", HOST)} >= {"gguf-q4_k_m", "gguf-q8_0", "awq-w4a16"}
-    # On a GPU, language models run as GGUF on llama.cpp's CUDA backend; AWQ's runtime
-    # (transformers on the CPU) is not offered there.
+    # On a GPU, language models run as GGUF on llama.cpp's CUDA backend and as torchao's
+    # formats in PyTorch; AWQ's runtime (transformers on the CPU) is not offered there.
     assert {f.name for f in offered("hf-causal-lm", GPU)} == {
-        "gguf-q3_k_m", "gguf-q4_k_m", "gguf-q5_k_m", "gguf-q6_k", "gguf-q8_0"}
+        "gguf-q3_k_m", "gguf-q4_k_m", "gguf-q5_k_m", "gguf-q6_k", "gguf-q8_0",
+        "torchao-int4-wo", "torchao-int8-wo", "torchao-fp8-wo", "torchao-fp8-dq"}
+    assert not {f.name for f in offered("hf-causal-lm", HOST)} & {"torchao-int4-wo", "torchao-int8-wo"}
     assert [c.format for c in select_formats("hf-causal-lm", "decoder-lm", GPU, 5.0, "%", ())] == ["gguf-q8_0"]
 
 
