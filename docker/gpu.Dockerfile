@@ -1,6 +1,7 @@
 # GPU worker image: the project with ONNX Runtime's CUDA build, CUDA torch and llama.cpp
 # built with CUDA, running a Prefect worker on pool `gpu`; benchmark-on-hardware measures
-# ONNX models with CUDAExecutionProvider and GGUF with every layer on the GPU.
+# ONNX models with CUDAExecutionProvider, GGUF with every layer on the GPU, and torchao's
+# formats (torchao is a project dependency) in PyTorch on the GPU.
 # Build from the repository root: docker build -f docker/gpu.Dockerfile -t quantmill-gpu .
 # Run with the NVIDIA container toolkit (docker run --gpus all ...).
 # The devel image: llama-cpp-python has no CUDA wheels and compiles with nvcc.

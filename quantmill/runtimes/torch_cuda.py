@@ -51,14 +51,15 @@ def load(model_dir: Path, device: str = "cuda"):
                                                 dtype=torch.bfloat16, device_map=device).eval()
 
 
-def window_logits(model_dir: Path, windows: np.ndarray) -> Iterator[np.ndarray]:
-    """Yield each window's float32 logits [positions, vocab] of the model run on the GPU."""
+def window_logits(model_dir: Path, windows: np.ndarray, device: str = "cuda") -> Iterator[np.ndarray]:
+    """Yield each window's float32 logits [positions, vocab] of the model run on device (the GPU;
+    torchao's INT8 and FP8 weight-only also run on the CPU)."""
     import torch
 
-    model = load(model_dir)
+    model = load(model_dir, device)
     with torch.inference_mode():
         for window in windows:
-            ids = torch.from_numpy(window[None, :-1]).to("cuda")
+            ids = torch.from_numpy(window[None, :-1]).to(device)
             yield model(input_ids=ids).logits[0].float().cpu().numpy()
 
 
@@ -67,9 +68,9 @@ def logits(model_dir: Path, windows: np.ndarray) -> np.ndarray:
     return np.stack(list(window_logits(model_dir, windows)))
 
 
-def log_probs(model_dir: Path, windows: np.ndarray, out: Path) -> LogProbs:
-    """Return the model's log-probabilities on windows, written to out a window at a time."""
-    return write(out, window_logits(model_dir, windows))
+def log_probs(model_dir: Path, windows: np.ndarray, out: Path, device: str = "cuda") -> LogProbs:
+    """Return the model's log-probabilities on windows, run on device, written to out a window at a time."""
+    return write(out, window_logits(model_dir, windows, device))
 
 
 def bytes_per_token(model) -> int:
@@ -97,25 +98,30 @@ def _stored_bytes(tensor) -> int:
     return tensor.numel() * tensor.element_size()
 
 
-def measure(model_dir: Path, prompt_tokens: int, decode_tokens: int) -> dict:
-    """Return one measurement of the model on the GPU: load_ms, prompt_tokens_per_s (eager
-    prefill), decode_tokens_per_s (the compiled step, after WARMUPS generations),
-    peak_rss_bytes (this process), peak_gpu_bytes, size_bytes, bytes_per_token and
-    compile_s (the warm-up generations)."""
+def measure(model_dir: Path, prompt_tokens: int, decode_tokens: int, device: str = "cuda") -> dict:
+    """Return one measurement of the model on device (the GPU; the CPU runs the same compiled
+    step without CUDA graphs): load_ms, prompt_tokens_per_s (eager prefill),
+    decode_tokens_per_s (the compiled step, after WARMUPS generations), peak_rss_bytes (this
+    process), peak_gpu_bytes, size_bytes, bytes_per_token and compile_s (the warm-up
+    generations)."""
     import torch
     from transformers import StaticCache
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     # torchao's generate.py turns this on for its published figures.
     torch._inductor.config.coordinate_descent_tuning = True
     started = time.perf_counter()
-    model = load(model_dir)
-    torch.cuda.synchronize()
+    model = load(model_dir, device)
+    sync()
     load_ms = 1e3 * (time.perf_counter() - started)
     vocab = model.get_input_embeddings().weight.shape[0]
     cache = StaticCache(config=model.config, max_cache_len=prompt_tokens + decode_tokens + 1)
     rng = np.random.default_rng(0)
-    prompt = torch.from_numpy(rng.integers(3, vocab, (1, prompt_tokens))).to("cuda")
-    positions = torch.arange(prompt_tokens + decode_tokens, device="cuda")
+    prompt = torch.from_numpy(rng.integers(3, vocab, (1, prompt_tokens))).to(device)
+    positions = torch.arange(prompt_tokens + decode_tokens, device=device)
 
     def step(tokens, where):
         logits = model(input_ids=tokens, past_key_values=cache, cache_position=where, use_cache=True).logits
@@ -125,16 +131,16 @@ def measure(model_dir: Path, prompt_tokens: int, decode_tokens: int) -> dict:
 
     def generate() -> tuple[float, float]:
         cache.reset()
-        torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         token = step(prompt, positions[:prompt_tokens])
-        torch.cuda.synchronize()
+        sync()
         prefill_s = time.perf_counter() - start
         start = time.perf_counter()
         for i in range(prompt_tokens, prompt_tokens + decode_tokens):
             # A CUDA graph reuses its output buffer: the token is copied out before the next replay.
             token = decode(token, positions[i:i + 1]).clone()
-        torch.cuda.synchronize()
+        sync()
         return prefill_s, time.perf_counter() - start
 
     with torch.inference_mode():
@@ -146,7 +152,7 @@ def measure(model_dir: Path, prompt_tokens: int, decode_tokens: int) -> dict:
     return {
         "load_ms": load_ms, "prompt_tokens_per_s": prompt_tokens / prefill_s,
         "decode_tokens_per_s": decode_tokens / decode_s, "peak_rss_bytes": peak_rss_bytes(),
-        "peak_gpu_bytes": torch.cuda.max_memory_allocated(), "compile_s": compile_s,
+        "peak_gpu_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else 0, "compile_s": compile_s,
         "size_bytes": sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file()),
         "bytes_per_token": bytes_per_token(model),
     }

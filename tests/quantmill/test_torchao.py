@@ -1,7 +1,7 @@
 """torchao's formats and the torch-cuda runtime, as far as a machine without a GPU can take
-them: the configurations torchao builds, the INT8 checkpoint's safetensors round trip (INT8
-weight-only also runs on the CPU), the bytes a token reads, and the reasons given where no GPU
-is."""
+them: the configurations torchao builds, the INT8 checkpoint's safetensors round trip and the
+runtime's compiled static-cache decode on it (INT8 weight-only also runs on the CPU), the bytes
+a token reads, and the reasons given where no GPU is."""
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ from quantmill.formats.torchao import TorchaoOptions, quantize_checkpoint
 from quantmill.hardware import local_cpu
 from quantmill.models import resolve_model
 from quantmill.runtimes import get_runtime
-from quantmill.runtimes.torch_cuda import bytes_per_token, load
+from quantmill.runtimes.torch_cuda import bytes_per_token, load, measure
 from quantmill.targets import get_target
 
 RUNTIME = "torch-cuda"
@@ -69,6 +69,12 @@ def test_int8_checkpoint_is_safetensors_that_loads_back_as_int8(tiny_llama, tmp_
         agree = np.mean((quantized(input_ids=ids).logits.argmax(-1) == full(input_ids=ids).logits.argmax(-1)).numpy())
     assert agree > 0.9
 
+    # The runtime's benchmark path: a static KV cache and the decode step compiled whole
+    # (fullgraph, so a graph break in transformers' forward would fail here), on the CPU.
+    measured = measure(out, 16, 8, device="cpu")
+    assert measured["decode_tokens_per_s"] > 0 and measured["prompt_tokens_per_s"] > 0
+    assert measured["bytes_per_token"] == bytes_per_token(quantized)
+
 
 def load_tokenizer(model_dir):
     from transformers import AutoTokenizer
@@ -86,3 +92,15 @@ def test_without_a_gpu_torchao_is_unavailable_and_says_why(tiny_llama, tmp_path)
     with pytest.raises(FormatUnavailable, match="need a CUDA device"):
         int4.quantize(model, int4.default_options(local_cpu("")), None, tmp_path / "work")
     assert not (tmp_path / "work").exists() or not list((tmp_path / "work").iterdir())
+
+
+def test_the_shipped_gpu_table_steps_aside_what_lost_to_bf16():
+    from quantmill.benchmark_table import SHIPPED_TABLE_DIR, load_table
+    from quantmill.formats import select_formats
+
+    table = load_table(SHIPPED_TABLE_DIR)
+    aside = {r.format: r.unavailable for r in table if r.hardware == "gpu" and r.unavailable}
+    assert "slower" in aside["torchao-int8-wo"] and "0.994x" in aside["torchao-int8-wo"]
+    chosen = [c.format for c in select_formats("hf-causal-lm", "decoder-lm", get_target("gpu"), 5.0,
+                                               "% perplexity increase", table)]
+    assert "torchao-int8-wo" not in chosen and "torchao-fp8-wo" in chosen
