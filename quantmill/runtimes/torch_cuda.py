@@ -5,7 +5,7 @@ decode speed at batch 1 with a static KV cache and the decode step compiled whol
 (`fullgraph=True`) into CUDA graphs, as torchao's `_models/llama/generate.py` measures its
 published figures.
 
-Why not transformers' `generate`: on an H100 it ran torchao's INT4 and FP8 at 0.49-0.58x
+Why not transformers' `generate`: on an H200 it ran torchao's INT4 and FP8 at 0.49-0.58x
 BF16, while the compiled static-cache step runs them faster than BF16 (issue 22).
 
 Run as `python -m quantmill.runtimes.torch_cuda MODEL PROMPT_TOKENS DECODE_TOKENS` it prints
@@ -34,7 +34,9 @@ from quantmill.targets import Target
 DECODE_TOKENS = 128
 # torchao's generate.py compiles with "max-autotune", which also captures CUDA graphs but first
 # tunes Triton kernels for minutes per model, in every fresh process a benchmark round starts;
-# "reduce-overhead" captures the same graphs without the tuning.
+# "reduce-overhead" captures the same graphs without the tuning. INT8 weight-only needs the
+# tuning to gain (1.44x BF16 with it, 0.994x without, H100 2026-12-06), so on the gpu target it
+# steps aside in benchmark_tables/decoder_lm_gpu.csv.
 COMPILE_MODE = "reduce-overhead"
 # Generations before the timed one: the first compiles, the second records the CUDA graphs.
 WARMUPS = 2
