@@ -102,8 +102,17 @@ demo: $(VENV_STAMP)
 	wait $$build || { tail -20 .quantmill/llama-cpp-build.log; exit 1; }; \
 	$(MAKE) -s $(STAMP) && $(PY) -m flows.demo --part llm
 
-test: $(STAMP) llama-src llama-tools browser
-	$(PY) -m pytest -m "not orchestration"
+# torchao on a path of its own, for tests/quantmill/test_torchao.py alone: installed beside
+# transformers, it is imported by every process that loads a model (about 1 s each, 3 minutes
+# of the test run).
+TORCHAO_SITE := .quantmill/torchao
+$(TORCHAO_SITE)/torchao: constraints.txt | $(VENV_STAMP)
+	rm -rf $(TORCHAO_SITE) && $(PY) -m pip install -q --no-deps --target $(TORCHAO_SITE) \
+	  torchao==$$(sed -n 's/^torchao==//p' constraints.txt)
+
+test: $(STAMP) llama-src llama-tools browser $(TORCHAO_SITE)/torchao
+	$(PY) -m pytest -m "not orchestration" --ignore=tests/quantmill/test_torchao.py
+	PYTHONPATH=$(TORCHAO_SITE) $(PY) -m pytest tests/quantmill/test_torchao.py
 
 # Against a Prefect server on PostgreSQL, workers, MLflow and S3 started on loopback (about 25
 # minutes). PostgreSQL's server comes from Debian's packages where it is missing.

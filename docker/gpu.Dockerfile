@@ -1,7 +1,7 @@
 # GPU worker image: the project with ONNX Runtime's CUDA build, CUDA torch and llama.cpp
 # built with CUDA, running a Prefect worker on pool `gpu`; benchmark-on-hardware measures
 # ONNX models with CUDAExecutionProvider, GGUF with every layer on the GPU, and torchao's
-# formats (torchao is a project dependency) in PyTorch on the GPU.
+# formats (torchao, the project's `gpu` extra) in PyTorch on the GPU.
 # Build from the repository root: docker build -f docker/gpu.Dockerfile -t quantmill-gpu .
 # Run with the NVIDIA container toolkit (docker run --gpus all ...).
 # The devel image: llama-cpp-python has no CUDA wheels and compiles with nvcc.
@@ -21,7 +21,7 @@ COPY deployments deployments
 # onnxruntime's CUDA build, pinned in constraints.txt: 1.31.1, as the registry has no CUDA
 # build of the CPU pools' 1.32.0. Reports name the runtime version that measured.
 RUN pip install --index-url https://download.pytorch.org/whl/cu128 torch==2.13.0 \
- && pip install -c constraints.txt . \
+ && pip install -c constraints.txt ".[gpu]" \
  && make llama-src PY=python LLAMA_NEEDS= \
  && pip uninstall -y onnxruntime && pip install -c constraints.txt onnxruntime-gpu \
  && CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=80;86;89;90" \

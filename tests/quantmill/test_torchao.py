@@ -16,6 +16,7 @@ from quantmill.runtimes import get_runtime
 from quantmill.runtimes.torch_cuda import bytes_per_token, load, measure
 from quantmill.targets import get_target
 
+pytest.importorskip("torchao", reason="make test runs this file with torchao on PYTHONPATH (.quantmill/torchao)")
 RUNTIME = "torch-cuda"
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 
