@@ -33,15 +33,21 @@ def atomic_file(path: Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temporary folder beside path; when the block succeeds, make it readable by all
-    (0755) and rename it onto path (replacing what was there), otherwise delete it. Readers
-    of path never see a partial folder."""
+    (0755) and rename it onto path, otherwise delete it. What was at path is moved aside
+    first and deleted after, so readers see the old folder or the new one, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield staging
         # mkdtemp makes the folder 0700; workers under another user on a shared volume read it.
         os.chmod(staging, PUBLISHED_DIR_MODE)
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(staging, path)
+        if path.exists():
+            # A name of its own: two writers replacing one destination never share it.
+            retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, retired)
+            os.replace(staging, path)
+            shutil.rmtree(retired)
+        else:
+            os.replace(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantmill.atomic import PUBLISHED_DIR_MODE, PUBLISHED_FILE_MODE
+from quantmill.atomic import PUBLISHED_DIR_MODE, PUBLISHED_FILE_MODE, atomic_dir
 from quantmill.errors import InputError
 from quantmill.hashing import sha256_file, sha256_files, sha256_tree
 
@@ -40,9 +39,7 @@ def export_artifact(model: Path, files: tuple[Path, ...], destination: Path, met
     An existing destination is replaced only once the new folder is complete, so readers
     see the old artifact or the new one, never a mix. Raises OSError on I/O failure.
     """
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
+    with atomic_dir(destination) as staging:
         filename = "model" if model.is_dir() else f"model{model.suffix}"
         target = staging / filename
         if model.is_dir():
@@ -59,21 +56,8 @@ def export_artifact(model: Path, files: tuple[Path, ...], destination: Path, met
         (staging / METADATA_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
         (staging / f"{filename}.sha256").write_text(f"{digest}  {filename}\n")
         _fsync_dir(staging)
-        # mkdtemp makes the folder 0700; workers under another user on a shared volume read it.
-        os.chmod(staging, PUBLISHED_DIR_MODE)
         for item in staging.rglob("*"):
             os.chmod(item, PUBLISHED_DIR_MODE if item.is_dir() else PUBLISHED_FILE_MODE)
-        if destination.exists():
-            # A name of its own: two writers replacing one destination never share it.
-            retired = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".old", dir=destination.parent))
-            os.replace(destination, retired)
-            os.replace(staging, destination)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return ExportedArtifact(destination, destination / filename, digest, size)
 
 
