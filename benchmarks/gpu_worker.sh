@@ -20,16 +20,18 @@
 #                                           with CUDA (libllama, llama-bench, llama-perplexity,
 #                                           llama-quantize, llama-imatrix) into $WORK, and check
 #                                           that quantmill's gpu target is available
+#   bash benchmarks/gpu_worker.sh install   there: only install the wheels into $SITE (all that torchao
+#                                           and torchao-formats need; build does it too)
 #   bash benchmarks/gpu_worker.sh prepare   there, once the llama.cpp tree is unpacked (it may run
 #                                           beside the build): the 8B-shaped model and its F16 GGUF
 #   bash benchmarks/gpu_worker.sh flow      there, after build: the benchmark-on-hardware flow on
 #                                           target gpu (Prefect's temporary server) on 8B-shaped
 #                                           GGUFs made by quantmill's formats, and llama-bench on
 #                                           the same files (benchmarks/gpu_target.py)
-#   bash benchmarks/gpu_worker.sh torchao   there, after build: torchao's compiled static-cache
+#   bash benchmarks/gpu_worker.sh torchao   there, after install: torchao's compiled static-cache
 #                                           decode recipe (benchmarks/gpu_torchao.py)
 #   bash benchmarks/gpu_worker.sh torchao-formats
-#                                           there, after build, with .gpu-worker-lm/ carried:
+#                                           there, after install, with .gpu-worker-lm/ carried:
 #                                           quantmill's torchao formats made, evaluated and
 #                                           benchmarked (benchmarks/gpu_torchao_formats.py)
 # Every step stops the script at its first failure, naming the step and the end of its log.
@@ -184,6 +186,10 @@ build)
   step check-worker check_worker
   cat "$LOGS/check-worker.log"
   ;;
+install)
+  [ -d "$BUNDLE/whl" ] || { echo "gpu_worker: no $BUNDLE/ here (make it with 'bundle' and carry it)" >&2; exit 1; }
+  step install-wheels install_wheels
+  ;;
 prepare)
   [ -d "$LLAMA/gguf-py" ] || { echo "gpu_worker: no llama.cpp tree at $LLAMA (run 'build' first)" >&2; exit 1; }
   worker_env
@@ -201,13 +207,13 @@ flow)
     --llama-bench "$LLAMA/build/bin/llama-bench" 2>&1 | tee "$OUT/flow.log"
   ;;
 torchao)
-  [ -d "$SITE" ] || { echo "gpu_worker: no worker built at $WORK (run 'build' first)" >&2; exit 1; }
+  [ -d "$SITE" ] || { echo "gpu_worker: no worker built at $WORK (run 'install' first)" >&2; exit 1; }
   worker_env
   mkdir -p "$OUT"
   python3 benchmarks/gpu_torchao.py --out "$OUT" "${@:2}" 2>&1 | tee "$OUT/torchao.log"
   ;;
 torchao-formats)
-  [ -d "$SITE" ] || { echo "gpu_worker: no worker built at $WORK (run 'build' first)" >&2; exit 1; }
+  [ -d "$SITE" ] || { echo "gpu_worker: no worker built at $WORK (run 'install' first)" >&2; exit 1; }
   [ -d "$LM_BUNDLE/whl" ] || { echo "gpu_worker: no $LM_BUNDLE/ here (carry it)" >&2; exit 1; }
   step install-lm-wheels python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" "$LM_BUNDLE"/whl/*.whl
@@ -218,7 +224,7 @@ torchao-formats)
     --tiny-llama "$LM_BUNDLE/tiny-llama" --heldout "$BUNDLE/tok/heldout.txt" "${@:2}" 2>&1 | tee "$OUT/torchao-formats.log"
   ;;
 *)
-  sed -n '2,35p' "$0"
+  sed -n '2,37p' "$0"
   exit 2
   ;;
 esac
