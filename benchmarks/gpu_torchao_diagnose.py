@@ -6,7 +6,7 @@ the logs are the point), with PyTorch's logs of CUDA-graph decisions and recompi
 '+unwrap' first applies torchao.utils.unwrap_tensor_subclass (parametrization: the compiled
 graph takes the plain tensors, not the subclass to flatten on every call).
 
-    python benchmarks/gpu_torchao_diagnose.py --work DIR --out DIR --tokenizer DIR
+    python benchmarks/gpu_torchao_diagnose.py --work DIR --out DIR --tokenizer DIR [--runs bf16,fp8-wo,int4-wo,fp8-wo+unwrap]
 """
 
 from __future__ import annotations
@@ -42,14 +42,20 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tokenizer", type=Path, required=True)
+    parser.add_argument("--runs", default="bf16,fp8-wo,int4-wo,fp8-wo+unwrap")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     shape = make_shape("llama-3.2-1b", args.tokenizer, args.work / "llama-3.2-1b")
-    models = {"bf16": shape}
-    for scheme, group in (("fp8-wo", None), ("int4-wo", 64)):
-        models[scheme] = quantize_checkpoint(shape, TorchaoOptions(scheme, group), args.work / scheme)
+    runs = {}
+    for name in args.runs.split(","):
+        scheme, _, how = name.partition("+")
+        if scheme == "bf16":
+            runs[name] = (shape, how or "as-is")
+            continue
+        options = TorchaoOptions(scheme, 64 if scheme == "int4-wo" else None)
+        path = args.work / scheme
+        runs[name] = (path if path.exists() else quantize_checkpoint(shape, options, path), how or "as-is")
     env = {**os.environ, "TORCH_LOGS": "perf_hints,recompiles,cudagraphs,graph_breaks"}
-    runs = {**{name: (path, "as-is") for name, path in models.items()}, "fp8-wo+unwrap": (models["fp8-wo"], "unwrap")}
     children = {name: subprocess.Popen([sys.executable, "-c", CHILD, str(path), how], env=env, text=True,
                                        stdout=open(args.out / f"{name}.log", "w"), stderr=subprocess.STDOUT)
                 for name, (path, how) in runs.items()}
