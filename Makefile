@@ -14,7 +14,7 @@ LLAMA_NEEDS   ?= $(VENV_STAMP)
 export DEPS_BUT_LLAMA := import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
   print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["test"] if not d.startswith("llama-cpp-python")))
 
-.PHONY: demo test test-orchestration postgres browser bench llama-src llama-tools clean
+.PHONY: demo test test-orchestration test-slow postgres browser bench llama-src llama-tools clean
 
 $(VENV_STAMP): constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -111,8 +111,14 @@ $(TORCHAO_SITE)/torchao: constraints.txt | $(VENV_STAMP)
 	  torchao==$$(sed -n 's/^torchao==//p' constraints.txt)
 
 test: $(STAMP) llama-src llama-tools browser $(TORCHAO_SITE)/torchao
-	$(PY) -m pytest -m "not orchestration" --ignore=tests/quantmill/test_torchao.py
+	$(PY) -m pytest -m "not orchestration and not slow" --ignore=tests/quantmill/test_torchao.py
 	PYTHONPATH=$(TORCHAO_SITE) $(PY) -m pytest tests/quantmill/test_torchao.py
+
+# The four whole-flow runs of about 2 minutes each here (escalation through every rung, the
+# search, the language model's ladders, no process left behind): out of make test, which
+# they took from under 10 minutes to 18-20 on 2 cores; .ci/run runs them.
+test-slow: $(STAMP) llama-src llama-tools browser
+	$(PY) -m pytest -m slow
 
 # Against a Prefect server on PostgreSQL, workers, MLflow and S3 started on loopback (about 25
 # minutes). PostgreSQL's server comes from Debian's packages where it is missing.

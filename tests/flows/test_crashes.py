@@ -97,6 +97,7 @@ def _digits_args(digits, out: Path, *more: str) -> list[str]:
             "--eval-data", str(digits.evaluation), "--out", str(out), "--benchmark-seconds", "0.2", *more]
 
 
+@pytest.mark.slow
 def test_a_run_leaves_no_process_after_bad_input_a_crashed_attempt_or_sigterm(digits, tmp_path):
     bad = _quantmill(_digits_args(digits, tmp_path / "bad", "--max-accuracy-drop", "-1"), tmp_path / "home1")
     assert bad.wait(timeout=300) == EXIT_BAD_INPUT, bad.stdout.read()

@@ -96,6 +96,7 @@ def test_an_importance_matrix_from_the_calibration_text_reaches_the_gguf(tiny_ll
     assert 0 < kl.secondary["mean_kl"] < 0.01
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
 def test_a_missed_budget_climbs_each_ladder_each_rung_measured(tiny_llama, tmp_path):
     # A budget no quantized model meets shows every rung: a KL divergence from full precision

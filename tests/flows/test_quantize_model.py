@@ -142,6 +142,7 @@ def test_minilm_encoder_directory(text_sets, tmp_path):
     assert len(attempt["worst_disagreements"]) == 10 and attempt["worst_disagreements"][0]["text"]
 
 
+@pytest.mark.slow
 def test_a_miss_escalates_through_calibration_methods_sensitivity_and_fallback(text_sets, tmp_path):
     """Static INT8 of MiniLM misses a tight budget here; the report shows every rung."""
     from quantmill.zoo.minilm import minilm_dir
@@ -219,6 +220,7 @@ def test_the_sensitivity_scan_as_a_command(digits, tmp_path, capsys, quantmill_h
         capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_search_tries_every_candidate_and_ships_the_fastest_measured_again(digits, tmp_path):
     out = tmp_path / "out"
     _cli(digits.model, "--task", "classification", "--calibration-data", digits.calibration, "--eval-data",
