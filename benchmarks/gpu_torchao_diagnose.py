@@ -57,12 +57,12 @@ def main() -> None:
         runs[name] = (path if path.exists() else quantize_checkpoint(shape, options, path), how or "as-is")
     env = {**os.environ, "TORCH_LOGS": "perf_hints,recompiles,cudagraphs,graph_breaks"}
     children = {name: subprocess.Popen([sys.executable, "-c", CHILD, str(path), how], env=env, text=True,
-                                       stdout=open(args.out / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+                                       stdout=open(args.out / f"{name.replace('+', '-')}.log", "w"), stderr=subprocess.STDOUT)
                 for name, (path, how) in runs.items()}
     results = {}
     for name, child in children.items():
         child.wait()
-        lines = (args.out / f"{name}.log").read_text().splitlines()
+        lines = (args.out / f"{name.replace('+', '-')}.log").read_text().splitlines()
         result = next((json.loads(x[len("RESULT "):]) for x in lines if x.startswith("RESULT ")), None)
         results[name] = {"rc": child.returncode, "result": result,
                          "hints": [x for x in lines if "cudagraph" in x.lower() or "recompil" in x.lower()][:20]}
