@@ -60,13 +60,16 @@ def log_probs(gguf_path: Path, windows: np.ndarray, repack: bool | None = None, 
 
 def bytes_per_token(gguf_path: Path) -> int:
     """Return the bytes of weights decoding one token reads: every tensor but the token
-    embedding table, of which one row is read."""
+    embedding table, of which one row is read, unless the output layer is that table (a model
+    with tied embeddings has no output.weight, and llama.cpp's output reads the whole table)."""
     from gguf import GGUFReader
 
+    tensors = GGUFReader(str(gguf_path)).tensors
+    tied = all(tensor.name != "output.weight" for tensor in tensors)
     total = 0
-    for tensor in GGUFReader(str(gguf_path)).tensors:
+    for tensor in tensors:
         size = int(tensor.n_bytes)
-        if tensor.name == "token_embd.weight":
+        if tensor.name == "token_embd.weight" and not tied:
             size //= int(tensor.shape[-1])
         total += size
     return total

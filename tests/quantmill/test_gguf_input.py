@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gguf import GGUFReader
 
 from quantmill.errors import InputError
 from quantmill.formats import baseline_for, get_format
@@ -16,6 +17,7 @@ from quantmill.models import resolve_model
 from quantmill.models.gguf_input import source_record
 from quantmill.models.hf_causal_lm import text_dataset
 from quantmill.runtimes import get_runtime
+from quantmill.runtimes.llama_cpp import bytes_per_token
 
 
 def test_a_gguf_file_is_a_model_whose_f16_matches_its_reference(tiny_llama, tmp_path):
@@ -70,3 +72,8 @@ def test_smollm2_from_its_package_gguf_reads_english_prose_as_llama_cpp_does(tmp
     # A real model reads real prose: far below the 49,152-token vocabulary's uniform perplexity.
     assert result.baseline_metric < 60, result.baseline_metric
     assert result.secondary["mean_kl"] < 1e-4 and abs(result.accuracy_drop) < 0.1, result.secondary
+    # SmolLM2's output layer is its embedding table (no output.weight): a decoded token reads
+    # the whole table, so the bandwidth bound counts every byte of the file's tensors.
+    tensors = GGUFReader(str(f16)).tensors
+    assert "output.weight" not in {t.name for t in tensors}
+    assert bytes_per_token(f16) == sum(int(t.n_bytes) for t in tensors)
