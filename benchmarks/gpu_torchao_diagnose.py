@@ -4,7 +4,9 @@ recipe on the Llama-3-8B shape decodes them faster: each model measured once by
 torch_cuda.measure in its own process, all at the same time (so the speeds are not comparable;
 the logs are the point), with PyTorch's logs of CUDA-graph decisions and recompiles. A variant
 '+unwrap' first applies torchao.utils.unwrap_tensor_subclass (parametrization: the compiled
-graph takes the plain tensors, not the subclass to flatten on every call).
+graph takes the plain tensors, not the subclass to flatten on every call). It ran at 6fd755b
+(benchmarks/results/torchao-diagnose-h100-2026-12-06/); since f3e59a7 torch_cuda.measure
+unwraps them itself, so there the two variants are the same.
 
     python benchmarks/gpu_torchao_diagnose.py --work DIR --out DIR --tokenizer DIR [--runs bf16,fp8-wo,int4-wo,fp8-wo+unwrap]
 """
