@@ -115,8 +115,8 @@ test: $(STAMP) llama-src llama-tools browser $(TORCHAO_SITE)/torchao
 	PYTHONPATH=$(TORCHAO_SITE) $(PY) -m pytest tests/quantmill/test_torchao.py
 
 # The four whole-flow runs of about 2 minutes each here (escalation through every rung, the
-# search, the language model's ladders, no process left behind): out of make test, which
-# they took from under 10 minutes to 18-20 on 2 cores; .ci/run runs them.
+# search, the language model's ladders, no process left behind): out of make test, which took
+# 18-20 minutes on 2 cores with them and 10:41-12:48 without (CI, 2026-12-06); .ci/run runs them.
 test-slow: $(STAMP) llama-src llama-tools browser
 	$(PY) -m pytest -m slow
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from quantmill.errors import FormatUnavailable
-from quantmill.formats import baselines_for, get_format, offered
+from quantmill.formats import baseline_for, baselines_for, get_format, offered
 from quantmill.formats.torchao import TorchaoOptions, quantize_checkpoint
 from quantmill.hardware import local_cpu
 from quantmill.models import resolve_model
@@ -101,7 +101,7 @@ def test_the_shipped_gpu_table_steps_aside_what_lost_to_bf16():
 
     table = load_table(SHIPPED_TABLE_DIR)
     aside = {r.format: r.unavailable for r in table if r.hardware == "gpu" and r.unavailable}
-    torchao = {f.name for f in torchao_formats()} - {"hf-checkpoint-bf16-cuda"}
+    torchao = {f.name for f in torchao_formats()} - {baseline_for("hf-causal-lm", RUNTIME).name}
     assert set(aside) >= torchao and all("slower" in aside[name] and "x (95% CI" in aside[name] for name in torchao)
     chosen = [c.format for c in select_formats("hf-causal-lm", "decoder-lm", get_target("gpu"), 5.0,
                                                "% perplexity increase", table)]
